@@ -1,0 +1,121 @@
+"""The ``acealign`` command: a thin argparse layer over the library.
+
+Each sub-module registers its own sub-commands (``register(subparsers)``) and sets ``func`` on them.
+Errors that users can cause (bad data, bad options) end as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from ..survey import DataError
+
+# Sub-modules, in the order of the data flow. Each defines ``register(subparsers)``.
+COMMAND_MODULES = ["data", "engine", "training", "evaluation"]
+
+
+class UsageError(Exception):
+    """A user error detected by a command (bad option combination, missing file, ...)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acealign",
+        description="Measure and improve how well a language model reproduces the values of "
+        "survey sub-populations (ACE-Align, arXiv 2601.12962).",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"acealign {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:  # a command group not built yet
+            if e.name and e.name.startswith(__name__):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def add_data_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="tidy survey tables (questions.jsonl + cells.csv); default: $ACEALIGN_DATA or "
+        "../shared/data/surveys beside the repository",
+    )
+
+
+def add_json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def print_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.2f}") -> None:
+    """Plain aligned text table."""
+    if not rows:
+        print("(no rows)")
+        return
+    columns = columns or list(rows[0])
+
+    def fmt(v):
+        if isinstance(v, float):
+            return floatfmt.format(v)
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except (DataError, UsageError, ValueError, FileNotFoundError) as e:
+        print(f"acealign {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"acealign {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

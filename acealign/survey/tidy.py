@@ -1,0 +1,159 @@
+"""Reader and writer for the tidy tables: ``questions.jsonl`` + ``cells.csv`` (see README)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import SurveyData, validate_counts
+from .types import ATTRIBUTES, DataError, Option, Persona, Question
+
+CELL_COLUMNS = ["dataset", "country", "topic", "question_id", *ATTRIBUTES, "n", "counts"]
+
+
+def read_questions_jsonl(path: Path) -> dict[str, Question]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path)
+    questions: dict[str, Question] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"invalid JSON ({e.msg})", path, line_no) from None
+            questions_add(questions, parse_question(obj, path, line_no), path, line_no)
+    if not questions:
+        raise DataError("no questions (empty file)", path)
+    return questions
+
+
+def questions_add(questions: dict[str, Question], q: Question, path, line_no) -> None:
+    if q.key in questions:
+        raise DataError(f"duplicate question {q.key}", path, line_no)
+    questions[q.key] = q
+
+
+def parse_question(obj, path, line_no) -> Question:
+    if not isinstance(obj, dict):
+        raise DataError("expected a JSON object", path, line_no)
+    for k in ("dataset", "topic", "question_id", "text", "options"):
+        if k not in obj or obj[k] in (None, ""):
+            raise DataError(f"missing field {k!r}", path, line_no)
+    options = obj["options"]
+    if not isinstance(options, list) or len(options) < 2:
+        raise DataError("'options' must list at least 2 options", path, line_no)
+    parsed = []
+    for o in options:
+        if not isinstance(o, dict) or "code" not in o or "label" not in o:
+            raise DataError("each option needs 'code' and 'label'", path, line_no)
+        parsed.append(Option(str(o["code"]), str(o["label"])))
+    return Question(
+        str(obj["dataset"]), str(obj["topic"]), str(obj["question_id"]), str(obj["text"]), tuple(parsed)
+    )
+
+
+def read_tidy(directory) -> SurveyData:
+    """Read ``questions.jsonl`` and ``cells.csv`` from ``directory``, validating every row."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("not a directory (expected questions.jsonl and cells.csv inside)", directory)
+    questions = read_questions_jsonl(directory / "questions.jsonl")
+    path = directory / "cells.csv"
+    if not path.exists():
+        raise DataError("file not found", path)
+    cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError("empty file", path)
+        header = [h.strip() for h in header]
+        missing = [c for c in CELL_COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"missing column(s) {', '.join(missing)}", path, 1)
+        idx = {c: header.index(c) for c in CELL_COLUMNS}
+        for line_no, row in enumerate(reader, 2):
+            if not row or all(not x.strip() for x in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{len(row)} fields, expected {len(header)}", path, line_no)
+            rec = {c: row[i].strip() for c, i in idx.items()}
+            for c, v in rec.items():
+                if v == "":
+                    raise DataError(f"empty value in column {c!r}", path, line_no)
+            qkey = f"{rec['dataset']}/{rec['topic']}/{rec['question_id']}"
+            q = questions.get(qkey)
+            if q is None:
+                raise DataError(f"question {qkey} is not in questions.jsonl", path, line_no)
+            try:
+                persona = Persona(rec["country"], **{a: rec[a] for a in ATTRIBUTES})
+            except ValueError as e:
+                raise DataError(str(e), path, line_no) from None
+            try:
+                n = int(rec["n"])
+                counts = [int(x) for x in rec["counts"].split("|")]
+            except ValueError:
+                raise DataError("n and counts must be integers (counts separated by '|')", path, line_no) from None
+            arr = validate_counts(counts, q.n_options, qkey, path, line_no)
+            if int(arr.sum()) != n:
+                raise DataError(f"counts sum to {int(arr.sum())}, not n={n}", path, line_no)
+            by_persona = cells.setdefault((persona.country, qkey), {})
+            if persona in by_persona:
+                raise DataError(f"duplicate cell {persona.key} {qkey}", path, line_no)
+            by_persona[persona] = arr
+    if not cells:
+        raise DataError("no cells (empty file)", path)
+    return SurveyData(questions, cells, str(directory))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tidy(data: SurveyData, directory) -> None:
+    """Write ``questions.jsonl`` and ``cells.csv`` (each atomically) into ``directory``."""
+    directory = Path(directory)
+    used = {q for _, q in data.cells}
+
+    def write_questions(f):
+        for key in sorted(used):
+            q = data.questions[key]
+            obj = {
+                "dataset": q.dataset,
+                "topic": q.topic,
+                "question_id": q.question_id,
+                "text": q.text,
+                "options": [{"code": o.code, "label": o.label} for o in q.options],
+            }
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def write_cells(f):
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CELL_COLUMNS)
+        for (country, qkey), by_persona in sorted(data.cells.items()):
+            q = data.questions[qkey]
+            for p, c in sorted(by_persona.items()):
+                w.writerow(
+                    [q.dataset, country, q.topic, q.question_id]
+                    + [getattr(p, a) for a in ATTRIBUTES]
+                    + [int(c.sum()), "|".join(str(int(x)) for x in c)]
+                )
+
+    _atomic_write(directory / "questions.jsonl", write_questions)
+    _atomic_write(directory / "cells.csv", write_cells)
