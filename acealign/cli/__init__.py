@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from ..survey import DataError
 
 # Sub-modules, in the order of the data flow. Each defines ``register(subparsers)``.
-COMMAND_MODULES = ["data", "engine", "training", "evaluation"]
+COMMAND_MODULES = ["data", "engine", "training", "evaluation", "run"]
 
 
 class UsageError(Exception):
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
     try:
         result = args.func(args)
     except (DataError, UsageError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("ACEALIGN_DEBUG"):
+            raise
         print(f"acealign {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
