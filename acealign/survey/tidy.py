@@ -69,9 +69,19 @@ def read_tidy(directory) -> SurveyData:
     path = directory / "cells.csv"
     if not path.exists():
         raise DataError("file not found", path)
+    try:
+        cells = _read_cells(path, questions)
+    except csv.Error as e:
+        raise DataError(f"malformed CSV ({e})", path) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason})", path) from None
+    return SurveyData(questions, cells, str(directory))
+
+
+def _read_cells(path: Path, questions: dict[str, Question]) -> dict:
     cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)
         header = next(reader, None)
         if header is None:
             raise DataError("empty file", path)
@@ -105,13 +115,15 @@ def read_tidy(directory) -> SurveyData:
             arr = validate_counts(counts, q.n_options, qkey, path, line_no)
             if int(arr.sum()) != n:
                 raise DataError(f"counts sum to {int(arr.sum())}, not n={n}", path, line_no)
+            if n == 0:
+                raise DataError(f"empty cell (n=0) {persona.key} {qkey}: leave it out instead", path, line_no)
             by_persona = cells.setdefault((persona.country, qkey), {})
             if persona in by_persona:
                 raise DataError(f"duplicate cell {persona.key} {qkey}", path, line_no)
             by_persona[persona] = arr
     if not cells:
         raise DataError("no cells (empty file)", path)
-    return SurveyData(questions, cells, str(directory))
+    return cells
 
 
 def _atomic_write(path: Path, write) -> None:
