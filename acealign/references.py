@@ -111,7 +111,10 @@ def reference_table(
                     "country": country,
                     "granularity": int(g),
                     "cells": len(cells),
-                    **{k: float(percent(refs[k].mean())) for k in ("ceiling", "marginal", "uniform")},
+                    **{
+                        k: float(percent(refs[k].mean()))
+                        for k in ("ceiling", "marginal", "uniform")
+                    },
                 }
             )
     return rows
