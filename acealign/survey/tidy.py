@@ -65,14 +65,15 @@ def read_tidy(directory) -> SurveyData:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError("not a directory (expected questions.jsonl and cells.csv inside)", directory)
-    questions = read_questions_jsonl(directory / "questions.jsonl")
+    try:
+        questions = read_questions_jsonl(directory / "questions.jsonl")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason})", directory / "questions.jsonl") from None
     path = directory / "cells.csv"
     if not path.exists():
         raise DataError("file not found", path)
     try:
         cells = _read_cells(path, questions)
-    except csv.Error as e:
-        raise DataError(f"malformed CSV ({e})", path) from None
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason})", path) from None
     return SurveyData(questions, cells, str(directory))
@@ -90,7 +91,7 @@ def _read_cells(path: Path, questions: dict[str, Question]) -> dict:
         if missing:
             raise DataError(f"missing column(s) {', '.join(missing)}", path, 1)
         idx = {c: header.index(c) for c in CELL_COLUMNS}
-        for line_no, row in enumerate(reader, 2):
+        for line_no, row in _rows(reader, path):
             if not row or all(not x.strip() for x in row):
                 continue
             if len(row) != len(header):
@@ -124,6 +125,18 @@ def _read_cells(path: Path, questions: dict[str, Question]) -> dict:
     if not cells:
         raise DataError("no cells (empty file)", path)
     return cells
+
+
+def _rows(reader, path):
+    """``(line, row)`` pairs; a CSV syntax error becomes a DataError naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"malformed CSV ({e})", path, reader.line_num) from None
+        yield reader.line_num, row
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import SurveyData
+from .tidy import _rows
 from .types import DataError, Option, Persona, Question
 
 # WVS-7 questionnaire sections by question number (inclusive ranges).
@@ -90,6 +91,13 @@ def read_catalog(path) -> dict[str, Question]:
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path)
+    try:
+        return _read_catalog(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason})", path) from None
+
+
+def _read_catalog(path: Path) -> dict[str, Question]:
     out: dict[str, Question] = {}
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -175,6 +183,17 @@ def read_wvs(path, catalog, countries=None) -> SurveyData:
         catalog_path, catalog = Path(catalog), read_catalog(catalog)
     if not path.is_file():
         raise DataError("file not found", path)
+    try:
+        tallies = _tally(path, catalog, countries)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason})", path) from None
+    used = {qk for _, qk in tallies}
+    questions = {q.key: q for q in catalog.values() if q.key in used}
+    src = str(path) if catalog_path is None else f"{path} + {catalog_path}"
+    return SurveyData(questions, tallies, src)
+
+
+def _tally(path: Path, catalog: dict[str, Question], countries) -> dict:
     wanted = None if countries is None else set(countries)
     code_index = {qid: {o.code: i for i, o in enumerate(q.options)} for qid, q in catalog.items()}
     # Normalized integer codes ("01" == "1") so exported files with padded codes still match.
@@ -186,7 +205,7 @@ def read_wvs(path, catalog, countries=None) -> SurveyData:
             raise DataError("empty file", path)
         delim = ";" if first.count(";") > first.count(",") else ","
         f.seek(0)
-        reader = csv.reader(f, delimiter=delim)
+        reader = csv.reader(f, delimiter=delim, strict=True)
         header = [h.strip() for h in next(reader)]
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
@@ -203,7 +222,7 @@ def read_wvs(path, catalog, countries=None) -> SurveyData:
         col = {h: i for i, h in enumerate(header)}
         qcols = [(qid, col[qid], catalog[qid]) for qid in catalog]
         n_rows = 0
-        for line_no, row in enumerate(reader, 2):
+        for line_no, row in _rows(reader, path):
             if not row or all(not x.strip() for x in row):
                 continue
             n_rows += 1
@@ -246,10 +265,7 @@ def read_wvs(path, catalog, countries=None) -> SurveyData:
     if not tallies:
         what = "" if wanted is None else f" for {', '.join(sorted(wanted))}"
         raise DataError(f"no respondent with all four attributes and an answer{what}", path)
-    used = {qk for _, qk in tallies}
-    questions = {q.key: q for q in catalog.values() if q.key in used}
-    src = str(path) if catalog_path is None else f"{path} + {catalog_path}"
-    return SurveyData(questions, tallies, src)
+    return tallies
 
 
 def _code(row, i, column, path, line_no) -> int:
