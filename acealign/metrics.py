@@ -12,6 +12,7 @@ Conventions
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -55,6 +56,9 @@ def _as_vector(x, name: str) -> np.ndarray:
     if a.ndim != 1 or a.size == 0 or not np.isfinite(a).all():
         raise ValueError(f"{name} must be a finite non-empty 1-D vector, got {a!r}")
     return a
+
+
+_lgamma = np.vectorize(math.lgamma, otypes=[float])
 
 
 def percent(score):
@@ -389,6 +393,36 @@ def bootstrap_ceiling_batch(
         w1 = np.abs(diff).sum(axis=2)
         out[s : s + chunk] = (1.0 - w1 / (c.shape[1] - 1)).mean(axis=1)
     return out
+
+
+def expected_ceiling_batch(counts) -> np.ndarray:
+    """The limit of :func:`bootstrap_ceiling_batch` as n_boot -> infinity, in closed form, shape (M,).
+
+    Each CDF level of a resample is binomial, n F*(k) ~ Binomial(n, F(k)) with n F(k) = m_k (the
+    observed cumulative count, an integer), and W1 is a sum of |F*(k) - F(k)|, so
+    E[W1] = sum_{k<N-1} E|X_k - m_k| / n. De Moivre's mean absolute deviation with n p = m integer:
+    E|X - m| = 2 (m+1) C(n, m+1) p^(m+1) (1-p)^(n-m), p = m/n (0 when m = 0 or m = n).
+    Used to check the bootstrap and as its noise-free alternative.
+    """
+    c = _as_counts_batch(counts)
+    if c.shape[1] < 2:
+        raise ValueError("alignment score needs at least 2 options")
+    n = c.sum(axis=1, keepdims=True).astype(float)
+    m = np.cumsum(c, axis=1)[:, :-1].astype(float)
+    inner = (m > 0) & (m < n)
+    mm = np.where(inner, m, 1.0)  # placeholders keep the logs finite; masked out below
+    nn = np.broadcast_to(n, m.shape)
+    p = mm / nn
+    log_mad = (
+        np.log(2 * (mm + 1))
+        + _lgamma(nn + 1)
+        - _lgamma(mm + 2)
+        - _lgamma(nn - mm)
+        + (mm + 1) * np.log(p)
+        + (nn - mm) * np.log1p(-p)
+    )
+    mad = np.where(inner, np.exp(log_mad), 0.0)
+    return 1.0 - (mad.sum(axis=1) / n[:, 0]) / (c.shape[1] - 1)
 
 
 def bootstrap_ceiling(counts, n_boot: int = 200, rng: np.random.Generator | None = None) -> float:

@@ -22,6 +22,7 @@ from .metrics import (
     alignment_score_batch,
     bootstrap_ceiling_batch,
     bootstrap_effect_floor_batch,
+    expected_ceiling_batch,
     no_effect_cdf_distance_batch,
     percent,
 )
@@ -49,12 +50,13 @@ def _by_length(arrays) -> dict[int, np.ndarray]:
 def cell_references(
     data: SurveyData,
     cells: list[EligibleCell],
-    n_boot: int = 200,
+    n_boot: int | None = 200,
     rng: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-cell reference alignment scores (fractions in [0, 1]), each an array aligned with ``cells``.
 
-    ``ceiling``: mean bootstrap score of the cell against itself (metrics.bootstrap_ceiling_batch);
+    ``ceiling``: mean bootstrap score of the cell against itself (metrics.bootstrap_ceiling_batch;
+    ``n_boot=None``: its exact limit, metrics.expected_ceiling_batch);
     ``marginal``: alignment_score(country distribution of the question, cell), where the country
     distribution is ``data.counts(Persona(country), question_key)`` (all its respondents);
     ``uniform``: alignment_score(uniform over the options, cell). Cells are batched by option count.
@@ -70,7 +72,11 @@ def cell_references(
             if key not in marginals:
                 marginals[key] = data.counts(Persona(key[0]), key[1])
             rows.append(marginals[key])
-        out["ceiling"][idx] = bootstrap_ceiling_batch(counts, n_boot, rng)
+        out["ceiling"][idx] = (
+            expected_ceiling_batch(counts)
+            if n_boot is None
+            else bootstrap_ceiling_batch(counts, n_boot, rng)
+        )
         out["marginal"][idx] = alignment_score_batch(np.stack(rows), counts)
         out["uniform"][idx] = alignment_score_batch(np.ones_like(counts, dtype=float), counts)
     return out
@@ -80,7 +86,7 @@ def reference_table(
     data: SurveyData,
     granularities=(1, 2, 3, 4),
     min_n: int = DEFAULT_MIN_N,
-    n_boot: int = 200,
+    n_boot: int | None = 200,
     seed: int = 0,
     countries=None,
     question_keys=None,
@@ -90,7 +96,8 @@ def reference_table(
     Returns one dict per (country, G) with at least one eligible cell (``acealign.personas.
     eligible_cells`` with ``min_n``), keys exactly ``country, granularity, cells, ceiling,
     marginal, uniform``: ``cells`` the number of eligible persona-question cells (int), the three
-    scores ×100 (floats), each the plain mean over those cells.
+    scores ×100 (floats), each the plain mean over those cells. ``n_boot=None`` replaces the
+    bootstrap ceiling by its exact expectation (no Monte Carlo noise, no seed needed).
     """
     granularities = tuple(granularities)
     selection = eligible_cells(

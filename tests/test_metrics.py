@@ -199,6 +199,19 @@ def test_ceiling_hand_expectation():
     assert M.bootstrap_ceiling([0, 7, 0], n_boot=50) == 1.0
 
 
+def test_expected_ceiling_closed_form():
+    # (1, 1): E = .75 as above; point mass: 1
+    assert np.allclose(M.expected_ceiling_batch([[1, 1], [0, 7]]), [0.75, 1.0])
+    # (1, 1, 1), n = 3: cumulative counts m = 1, 2. Binomial(3, 1/3): P(0..3) = 8, 12, 6, 1 /27,
+    # E|X - 1| = (8 + 0 + 6 + 2) / 27 = 16/27; by symmetry E|X - 2| under p = 2/3 is also 16/27.
+    # E[W1] = (16/27 + 16/27) / 3 = 32/81 -> score 1 - (32/81) / 2 = 65/81
+    assert M.expected_ceiling_batch([[1, 1, 1]])[0] == pytest.approx(65 / 81)
+    # the bootstrap converges to it
+    c = np.array([[3, 5, 2, 0, 1], [40, 2, 7, 30, 9]])
+    boot = M.bootstrap_ceiling_batch(c, 20000, np.random.default_rng(2))
+    assert np.allclose(boot, M.expected_ceiling_batch(c), atol=0.002)
+
+
 def test_ceiling_grows_with_n_and_is_seeded():
     c = np.array([[3, 5, 2], [300, 500, 200]])
     small, large = M.bootstrap_ceiling_batch(c, 500, np.random.default_rng(0))

@@ -69,6 +69,10 @@ def test_reference_table_hand_values():
     # Ceiling: point masses give exactly 1, the others the exact binomial expectation.
     assert g1["ceiling"] == pytest.approx(100 * (2 + 6 * exact_ceiling_half(32)) / 8, abs=0.2)
     assert g2["ceiling"] == pytest.approx(100 * (12 + 12 * exact_ceiling_half(16)) / 24, abs=0.2)
+    # n_boot=None: the closed-form expectation, equal to the binomial sum above
+    exact = reference_table(tiny_survey(("x",)), n_boot=None)
+    assert exact[0]["ceiling"] == pytest.approx(100 * (2 + 6 * exact_ceiling_half(32)) / 8)
+    assert exact[1]["ceiling"] == pytest.approx(100 * (12 + 12 * exact_ceiling_half(16)) / 24)
 
 
 def test_reference_table_seeding_and_subsets():
