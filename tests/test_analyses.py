@@ -6,8 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acealign.analyses import attributes, common, compositional, fairness, fidelity, heterogeneity
-from acealign.analyses import table1, taxonomy, tiers
+from acealign.analyses import (
+    attributes,
+    common,
+    compositional,
+    fairness,
+    fidelity,
+    heterogeneity,
+    table1,
+    taxonomy,
+    tiers,
+)
 from acealign.survey import ATTRIBUTES, DataError, Persona
 
 PAPER_TABLE1 = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper_table1.csv"
