@@ -225,3 +225,21 @@ def test_catalog_topic_override(tmp_path):
 
 def test_tiny_fixture_is_readable_anywhere(tmp_path):
     assert read_tidy(write_tiny_tidy(tmp_path / "a")).countries == list(TINY_COUNTRIES)
+
+
+def test_unknown_country_filter_is_an_error(tmp_path):
+    ev = write_release(tmp_path)
+    with pytest.raises(DataError, match="no files for countries mars"):
+        read_release(ev, countries=["egypt", "mars"])
+    csv_path, cat = write_wvs(tmp_path)
+    with pytest.raises(DataError, match="countries mars"):
+        read_wvs(csv_path, cat, countries=["egypt", "mars"])
+    with pytest.raises(DataError, match="mars"):
+        read_any("tidy", write_tiny_tidy(tmp_path / "t"), countries=["mars"])
+
+
+def test_release_file_selection(tmp_path):
+    ev = write_release(tmp_path)
+    assert read_release(ev, files=["family"]).countries == ["australia"]
+    with pytest.raises(DataError, match="no files match"):
+        read_release(ev, files=["religion"])

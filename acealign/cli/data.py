@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     q.add_argument("--out", required=True, metavar="DIR", help="folder to write the tidy tables into")
     q.add_argument("--catalog", metavar="FILE", help="WVS question catalog (JSONL), for KIND=wvs")
     q.add_argument("--countries", metavar="LIST", help="comma-separated country slugs to keep")
+    q.add_argument("--files", metavar="LIST",
+                   help="KIND=release: file stems to keep, e.g. family,wvs_all (default: all)")
     add_json_option(q)
     q.set_defaults(func=cmd_import)
 
@@ -140,8 +142,10 @@ def cmd_import(args) -> int:
         raise UsageError("KIND=wvs needs --catalog FILE (JSONL of question_id, text, options)")
     if args.kind != "wvs" and args.catalog:
         raise UsageError("--catalog only applies to KIND=wvs")
+    if args.files and args.kind != "release":
+        raise UsageError("--files only applies to KIND=release")
     data = import_survey(args.kind, args.path, args.out, catalog=args.catalog,
-                         countries=_split_list(args.countries))
+                         countries=_split_list(args.countries), release_files=_split_list(args.files))
     info = {"out": str(args.out), "countries": data.countries, "questions": len(data.question_keys()),
             "g4_rows": data.n_cells()}
     if args.json:

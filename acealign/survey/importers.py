@@ -13,8 +13,11 @@ from .wvs import read_wvs
 IMPORT_KINDS = ("tidy", "release", "wvs")
 
 
-def read_any(kind: str, path, catalog=None, countries=None) -> SurveyData:
-    """Read survey data of ``kind`` (tidy | release | wvs; wvs needs ``catalog``)."""
+def read_any(kind: str, path, catalog=None, countries=None, release_files=None) -> SurveyData:
+    """Read survey data of ``kind`` (tidy | release | wvs; wvs needs ``catalog``).
+
+    ``release_files``: for ``release``, the file stems to keep (e.g. ``["family", "wvs_all"]``).
+    """
     if kind == "tidy":
         data = read_tidy(path)
         if countries is not None:
@@ -23,8 +26,10 @@ def read_any(kind: str, path, catalog=None, countries=None) -> SurveyData:
                 raise DataError(f"no cells for countries {', '.join(missing)}", path)
             data = data.subset(countries=countries)
         return data
+    if release_files is not None and kind != "release":
+        raise ValueError("selecting release files only applies to the release layout")
     if kind == "release":
-        return read_release(path, countries=countries)
+        return read_release(path, countries=countries, files=release_files)
     if kind == "wvs":
         if catalog is None:
             raise ValueError("importing WVS respondent data needs a question catalog (--catalog FILE)")
@@ -32,12 +37,12 @@ def read_any(kind: str, path, catalog=None, countries=None) -> SurveyData:
     raise ValueError(f"unknown import kind {kind!r} (expected one of {', '.join(IMPORT_KINDS)})")
 
 
-def import_survey(kind: str, path, out, catalog=None, countries=None) -> SurveyData:
+def import_survey(kind: str, path, out, catalog=None, countries=None, release_files=None) -> SurveyData:
     """Read ``path`` fully (all validation happens first), then write tidy tables into ``out``.
 
     Nothing is written when reading fails; each table is written atomically.
     """
-    data = read_any(kind, path, catalog=catalog, countries=countries)
+    data = read_any(kind, path, catalog=catalog, countries=countries, release_files=release_files)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("output exists and is not a directory", out)

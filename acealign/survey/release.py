@@ -57,15 +57,20 @@ def _subdirs(p: Path) -> list[str]:
     return sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def read_release(root, countries=None) -> SurveyData:
-    """Read the G=4 files of an ACE-Align release into a :class:`SurveyData`."""
+def read_release(root, countries=None, files=None) -> SurveyData:
+    """Read the G=4 files of an ACE-Align release into a :class:`SurveyData`.
+
+    ``countries``: country folder names to keep; ``files``: file stems to keep (``family``,
+    ``wvs_all``, ...), e.g. one ISSP module per country.
+    """
     questions: dict[str, Question] = {}
     cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
     wanted = None if countries is None else set(countries)
+    stems = None if files is None else set(files)
     for country, path in release_files(root):
-        if wanted is not None and country not in wanted:
-            continue
         stem = path.name[: -len("_real.json")]
+        if (wanted is not None and country not in wanted) or (stems is not None and stem not in stems):
+            continue
         for line, rec in _json_array_records(path):
             q, persona, counts = _parse_record(rec, country, stem, path, line)
             add_question(questions, q, path, line)
@@ -73,8 +78,11 @@ def read_release(root, countries=None) -> SurveyData:
             if persona in by_persona:
                 raise DataError(f"duplicate cell {persona.key} {q.key}", path, line)
             by_persona[persona] = counts
-    if wanted is not None and not cells:
-        raise DataError(f"none of the countries {', '.join(sorted(wanted))} found", root)
+    missing = sorted((wanted or set()) - {c for c, _ in cells})
+    if missing:
+        raise DataError(f"no files for countries {', '.join(missing)}", root)
+    if not cells:
+        raise DataError("no files match the selection", root)
     return SurveyData(questions, cells, str(root))
 
 

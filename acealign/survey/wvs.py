@@ -265,6 +265,9 @@ def _tally(path: Path, catalog: dict[str, Question], countries) -> dict:
     if not tallies:
         what = "" if wanted is None else f" for {', '.join(sorted(wanted))}"
         raise DataError(f"no respondent with all four attributes and an answer{what}", path)
+    missing = sorted((wanted or set()) - {c for c, _ in tallies})
+    if missing:
+        raise DataError(f"no usable respondents for countries {', '.join(missing)}", path)
     return tallies
 
 
