@@ -97,8 +97,14 @@ def _json_array_records(path: Path):
     dec = json.JSONDecoder()
     ws = " \t\r\n"
 
+    mark = [0, 1]  # (position, line) of the last lookup: records come in order, count forward
+
     def line_of(pos):
-        return text.count("\n", 0, pos) + 1
+        if pos < mark[0]:
+            mark[:] = [0, 1]
+        mark[1] += text.count("\n", mark[0], pos)
+        mark[0] = pos
+        return mark[1]
 
     def skip(pos):
         while pos < len(text) and text[pos] in ws:
