@@ -303,3 +303,19 @@ def test_cli_usage_errors(tmp_path, capsys):
         rc, out, err = run_cli(capsys, argv)
         assert_clean_failure(rc, out, err, "error")
     assert not (tmp_path / "s.json").exists()
+
+
+def test_non_utf8_files(tmp_path):
+    d = tidy_with(tmp_path)
+    (d / "cells.csv").write_bytes(CELL_HEADER.encode() + b"\n" + GOOD_ROW.replace("atlantis", "atl\xe4ntis").encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match="not UTF-8") as e:
+        read_tidy(d)
+    assert Path(e.value.path).name == "cells.csv"
+    rel = tmp_path / "eval" / "egypt" / G4_DIR
+    rel.mkdir(parents=True)
+    (rel / "wvs_all_real.json").write_bytes(b'[{"question_id": "Q1\xff"}]')
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_release(tmp_path / "eval")
+    (tmp_path / "wvs.csv").write_bytes((WVS_HEADER + "\n" + WVS_ROWS[0] + "\n").encode() + b"\xff\xfe,1\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_wvs(tmp_path / "wvs.csv", write_catalog(tmp_path / "catalog.jsonl"))
