@@ -86,6 +86,10 @@ def test_ceiling_json_keys(tiny_data_dir, capsys):
         assert all(0 <= r[k] <= 100 for k in ("ceiling", "marginal", "uniform"))
     table = run(capsys, ["data", "ceiling", "--data", str(tiny_data_dir), "--boot", "5"])
     assert table.splitlines()[0].split() == ["country", "granularity", "cells", "ceiling", "marginal", "uniform"]
+    # --boot 0: the exact expected ceiling; same cells and deterministic marginal/uniform scores.
+    exact = json.loads(run(capsys, ["data", "ceiling", "--data", str(tiny_data_dir), "--json", "--boot", "0", "--countries", "borduria"]))
+    assert [r["cells"] for r in exact] == [r["cells"] for r in rows]
+    assert [r["uniform"] for r in exact] == [r["uniform"] for r in rows]
 
 
 def test_info_on_default_data_lists_nine_countries(capsys, monkeypatch):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from . import UsageError, add_data_option, add_json_option, print_json, print_table
 
 GRANULARITIES = (1, 2, 3, 4)
@@ -55,7 +53,8 @@ def register(subparsers) -> None:
     add_json_option(q)
     _add_min_n(q)
     q.add_argument("--countries", metavar="LIST", help="comma-separated countries (default: all)")
-    q.add_argument("--boot", type=int, default=200, metavar="N", help="bootstrap resamples (200)")
+    q.add_argument("--boot", type=int, default=200, metavar="N",
+                   help="bootstrap resamples per cell (200); 0: the ceiling's exact expectation instead")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_ceiling)
 
@@ -199,8 +198,8 @@ CEILING_KEYS = ("country", "granularity", "cells", "ceiling", "marginal", "unifo
 def cmd_ceiling(args) -> int:
     from ..references import reference_table
 
-    if args.boot < 1:
-        raise UsageError("--boot must be at least 1")
+    if args.boot < 0:
+        raise UsageError("--boot must be 0 (exact) or a number of resamples")
     if args.min_n < 1:
         raise UsageError("--min-n must be at least 1")
     data = _load(args)
@@ -209,13 +208,15 @@ def cmd_ceiling(args) -> int:
         unknown = [c for c in countries if c not in data.countries]
         if unknown:
             raise UsageError(f"unknown countries {', '.join(unknown)} (data has {', '.join(data.countries)})")
-    rows = reference_table(data, granularities=GRANULARITIES, min_n=args.min_n, n_boot=args.boot,
-                           seed=args.seed, countries=countries)
+    rows = reference_table(data, granularities=GRANULARITIES, min_n=args.min_n,
+                           n_boot=args.boot or None, seed=args.seed, countries=countries)
     rows = [{k: r[k] for k in CEILING_KEYS} for r in rows]
     if args.json:
         print_json(rows)
     else:
         print_table(rows, list(CEILING_KEYS))
+        how = (f"{args.boot} multinomial resamples per cell, seed {args.seed}" if args.boot
+               else "exact expectation over multinomial resamples")
         print(f"scores x100 (mean of 1 - W1/(N-1) over each country's cells with n >= {args.min_n}); "
-              f"ceiling: {args.boot} multinomial resamples per cell, seed {args.seed}", file=sys.stdout)
+              f"ceiling: {how}")
     return 0
