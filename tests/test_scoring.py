@@ -1,0 +1,169 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acealign.scoring import (
+    OptionScorer,
+    ScoringRequest,
+    _continuation_rows,
+    option_log_likelihood,
+    renormalize,
+)
+from acealign.testing import tiny_model_and_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model_and_tokenizer(seed=0)
+
+
+def manual_log_probs(model, tok, prompt, options):
+    """Eq. 2-3 the slow obvious way: one full forward per (prompt + option), sum the log-softmaxes."""
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    lls = []
+    for o in options:
+        oi = tok(o, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([ids + oi])).logits[0], -1)
+        lls.append(sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(oi)))
+    lls = np.array(lls)
+    return lls - np.logaddexp.reduce(lls)
+
+
+REQUESTS = [
+    ScoringRequest("Question: pick one.\nAnswer: ", tuple(str(k) for k in range(1, 12))),
+    ScoringRequest("Question: pick another one, please.\nAnswer: ", ("1", "2", "3")),
+    ScoringRequest("Question: pick", ("yes", "no", "10")),
+    ScoringRequest("Other question?", ("1", "22", "23", "234")),
+]
+
+
+def test_eq2_sums_token_log_probs():
+    # log(0.5) + log(0.25) = log(0.125)
+    got = option_log_likelihood(torch.tensor([math.log(0.5), math.log(0.25)]))
+    assert got.item() == pytest.approx(math.log(0.125))
+
+
+def test_eq3_renormalizes_over_options():
+    # likelihoods 0.125 and 0.375 -> 0.125/0.5 = 0.25 and 0.375/0.5 = 0.75
+    got = renormalize(torch.tensor([math.log(0.125), math.log(0.375)])).exp()
+    assert got.tolist() == pytest.approx([0.25, 0.75])
+
+
+def test_continuation_rows_share_option_prefixes():
+    # "10"=(1,0), "11"=(1,1) both need the logits after token 1; "234" needs after (2,3), which
+    # also serves "22" and "23" (logits after (2,) come with that row).
+    assert _continuation_rows([(1,), (1, 0), (1, 1)]) == [(1,)]
+    assert _continuation_rows([(1,), (2, 2), (2, 3), (2, 3, 4)]) == [(2, 3)]
+    assert _continuation_rows([(5,), (6,)]) == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+@pytest.mark.parametrize("prefix_sharing", [True, False])
+def test_engine_matches_manual_eq2_eq3(tiny, batch_size, prefix_sharing):
+    model, tok = tiny
+    scorer = OptionScorer(model, tok, batch_size=batch_size, prefix_sharing=prefix_sharing)
+    got = scorer.log_probs(REQUESTS)
+    for r, lp in zip(REQUESTS, got, strict=True):
+        assert lp.shape == (len(r.options),)
+        np.testing.assert_allclose(lp.numpy(), manual_log_probs(model, tok, r.prompt, r.options), atol=2e-5)
+
+
+def test_multi_token_option_scores_whole_sequence(tiny):
+    model, tok = tiny
+    assert len(tok("10", add_special_tokens=False)["input_ids"]) == 2
+    prompt = "Pick: "
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    one, zero = tok("1")["input_ids"][0], tok("0")["input_ids"][0]
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([ids + [one, zero]])).logits[0], -1)
+    ll_1 = lp[len(ids) - 1, one].item()
+    ll_10 = ll_1 + lp[len(ids), zero].item()  # Eq. 2: log p("1"|prompt) + log p("0"|prompt,"1")
+    got = OptionScorer(model, tok).log_probs([ScoringRequest(prompt, ("1", "10"))])[0]
+    expect = np.array([ll_1, ll_10]) - np.logaddexp(ll_1, ll_10)
+    np.testing.assert_allclose(got.numpy(), expect, atol=1e-5)
+    # first-token-only scoring would have given "1" and "10" the same likelihood
+    assert abs(got[0] - got[1]) > 0.01
+
+
+def test_batch_and_single_agree_and_order_is_kept(tiny):
+    model, tok = tiny
+    batched = OptionScorer(model, tok, batch_size=4).distributions(REQUESTS)
+    for r, p in zip(REQUESTS, batched, strict=True):
+        single = OptionScorer(model, tok, batch_size=1).distributions([r])[0]
+        np.testing.assert_allclose(p, single, atol=1e-5)
+        assert p.sum() == pytest.approx(1.0)
+
+
+def test_gradient_flows_through_distribution(tiny):
+    model, tok = tiny
+    scorer = OptionScorer(model, tok, batch_size=2)
+    lps = scorer.log_probs(REQUESTS[:3], grad=True)
+    assert all(lp.requires_grad for lp in lps)
+    model.zero_grad()
+    loss = -sum(lp[0] for lp in lps)
+    loss.backward()
+    g = model.model.layers[0].self_attn.q_proj.weight.grad
+    assert g is not None and g.abs().sum() > 0
+    # gradient matches finite differences on one weight of the LM head
+    w = model.lm_head.weight
+    tok_id = tok("1", add_special_tokens=False)["input_ids"][0]
+    analytic = w.grad[tok_id, 0].item()
+    eps = 1e-3
+    with torch.no_grad():
+        w[tok_id, 0] += eps
+        up = -sum(lp[0] for lp in scorer.log_probs(REQUESTS[:3])).item()
+        w[tok_id, 0] -= 2 * eps
+        down = -sum(lp[0] for lp in scorer.log_probs(REQUESTS[:3])).item()
+        w[tok_id, 0] += eps
+    model.zero_grad()
+    assert analytic == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-4)
+
+
+def test_no_grad_results_carry_no_graph(tiny):
+    model, tok = tiny
+    assert not OptionScorer(model, tok).log_probs(REQUESTS[:1])[0].requires_grad
+
+
+def test_too_long_prompt_is_a_clear_error(tiny):
+    model, tok = tiny
+    scorer = OptionScorer(model, tok, max_length=20)
+    with pytest.raises(ValueError, match="more than the model's context of 20"):
+        scorer.log_probs([ScoringRequest("x" * 30, ("1", "2"))])
+    # default limit: the model's max_position_embeddings
+    assert OptionScorer(model, tok).max_length == model.config.max_position_embeddings
+
+
+def test_unencodable_option_is_a_clear_error(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="cannot encode"):
+        OptionScorer(model, tok).log_probs([ScoringRequest("Pick: ", ("1", "\u00e9"))])
+    with pytest.raises(ValueError, match="no tokens"):
+        OptionScorer(model, tok).log_probs([ScoringRequest("Pick: ", ("1", ""))])
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not (DATA / "questions.jsonl").exists(), reason="shared survey data not present")
+def test_real_default_model_scores_real_prompts():
+    from acealign.models import load_model
+    from acealign.prompts import build_prompt, option_verbalizations
+    from acealign.survey import Persona, load_survey
+
+    model, tok = load_model()
+    data = load_survey(DATA)
+    q = data.questions[data.question_keys("egypt")[0]]  # a 10-option item: "10" is two tokens
+    personas = [Persona("egypt"), Persona("egypt", gender="Female", residence="Rural")]
+    reqs = [ScoringRequest(build_prompt(p, q, tokenizer=tok), tuple(option_verbalizations(q)))
+            for p in personas]
+    dists = OptionScorer(model, tok, batch_size=2).distributions(reqs)
+    for d in dists:
+        assert d.shape == (q.n_options,) and d.sum() == pytest.approx(1.0)
+    # Eq. 3 keeps likelihood ratios: log p(1)/p(10) = l(1) - l(10), checked by plain forwards.
+    ll = manual_log_probs(model, tok, reqs[1].prompt, ("1", "10"))
+    assert np.log(dists[1][0] / dists[1][9]) == pytest.approx(ll[0] - ll[1], abs=1e-4)
+    assert not np.allclose(dists[0], dists[1])  # the persona changes the answer distribution
