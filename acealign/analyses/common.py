@@ -38,6 +38,8 @@ FLAG_COLUMNS = ["eval_question", "heldout_persona"]
 BASE_METHOD = "base"
 PRIMARY_METHOD = "ace"
 REFERENCE_METHODS = ("country-marginal", "noise-ceiling")
+# Rows of the effect-fidelity table that are references of the CDF distance, not methods.
+PAIR_REFERENCES = ("no-effect", "noise-floor")
 
 # Display names (the paper's where it has one); unknown method ids are shown as they are.
 METHOD_LABELS = {
@@ -50,6 +52,8 @@ METHOD_LABELS = {
     "ace+distribution": "ACE+distribution",
     "country-marginal": "Country marginal (reference)",
     "noise-ceiling": "Noise ceiling (reference)",
+    "no-effect": "No effect (reference)",
+    "noise-floor": "Noise floor (reference)",
 }
 _ORDER = ["base", "anthropological", "anchor", "causal", "ace", "distribution", "ace+distribution"]
 
@@ -63,6 +67,8 @@ def method_order(methods) -> list[str]:
     methods = list(dict.fromkeys(methods))
 
     def rank(m):
+        if m in PAIR_REFERENCES:
+            return (3, PAIR_REFERENCES.index(m), m)
         if m in REFERENCE_METHODS:
             return (2, REFERENCE_METHODS.index(m), m)
         if m in _ORDER:

@@ -74,7 +74,7 @@ def effect_fidelity(
         .assign(country="Avg")
     )
     table = pd.concat([table, avg[COLUMNS]], ignore_index=True)
-    order = {m: i for i, m in enumerate([*method_order(table["method"].unique()), NO_EFFECT, NOISE_FLOOR])}
+    order = {m: i for i, m in enumerate(method_order(table["method"].unique()))}
     table["_o"] = table["method"].map(order)
     table["_c"] = table["country"] == "Avg"
     return table.sort_values(["_o", "_c", "country"]).drop(columns=["_o", "_c"]).reset_index(drop=True)

@@ -1,0 +1,288 @@
+"""Evaluation: score the evaluation side of a split and save predictions (Parquet) and per-cell scores.
+
+Layout under an evaluation folder (``acealign eval --out RUN_DIR/eval``)::
+
+    eval/<method>/predictions.parquet   one row per persona x question (PREDICTION_COLUMNS + flags)
+    eval/<method>/cell_scores.csv       method, country, question_key, persona, granularity, n,
+                                        score (Eq. 15 summand, x100), modal_hit, flags
+    eval/<method>/eval.json             what was evaluated (model, adapter, prompt, split, ...)
+
+Which cells are evaluated (:func:`evaluation_cells`), in the split's evaluation countries:
+
+- ``eval_question``: every eligible persona of G in ``granularities`` (support >= ``min_n``) on
+  a question that was never trained in that country (an evaluation question of a question split;
+  every question of a country split's evaluation countries);
+- ``heldout_persona``: the held-out G=4 combinations of a persona split (or of a split that holds
+  combinations out), on every question of the split: they were never trained on any question.
+
+Two reference "methods" need no model (:func:`reference_predictions`): ``country-marginal``
+predicts, for every persona, the distribution of all of the country's respondents on the question
+(a model that ignores the persona); ``noise-ceiling`` is a perfect model seen through finite
+cells: its ``score`` column holds the exact expected score against a multinomial resample
+(:func:`acealign.metrics.expected_ceiling_batch`) and its ``pred`` is one seeded resample of the
+cell (used for modal accuracy and effect fidelity).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .analyses.common import PREDICTION_COLUMNS, REFERENCE_METHODS, with_scores
+from .personas import DEFAULT_MIN_N, EligibleCell, eligible_cells
+from .report.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .splits import Split, combo_persona
+from .survey import ATTRIBUTES, DataError, Persona, SurveyData
+
+PREDICTIONS = "predictions.parquet"
+CELL_SCORES = "cell_scores.csv"
+EVAL_META = "eval.json"
+PROMPT_ALIASES = {"plain": "paper"}
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    cell: EligibleCell
+    eval_question: bool
+    heldout_persona: bool
+
+
+@dataclass
+class EvalResult:
+    method: str
+    directory: Path
+    predictions: Path
+    cell_scores: Path
+    table: pd.DataFrame
+
+
+def evaluation_cells(
+    data: SurveyData, split: Split, granularities=(1, 2, 3, 4), min_n: int = DEFAULT_MIN_N
+) -> list[EvalCell]:
+    """The cells to evaluate (see the module docstring), in a stable order."""
+    countries = [c for c in split.eval_countries if c in data.countries]
+    if not countries:
+        raise DataError(
+            f"none of the split's evaluation countries ({', '.join(split.eval_countries) or 'none'}) "
+            f"is in the data ({', '.join(data.countries)})"
+        )
+    train_q, train_c = set(split.train_questions), set(split.train_countries)
+    split_q = set(split.eval_questions) | train_q | set(split.validation_questions)
+    heldout_combos = set(split.heldout_personas)
+    out: list[EvalCell] = []
+    for country in countries:
+        unseen = [
+            q for q in data.question_keys(country)
+            if q in split.eval_questions and (q not in train_q or country not in train_c)
+        ]
+        seen: set[tuple[Persona, str]] = set()
+        for cell in eligible_cells(data, granularities, min_n, [country], unseen).cells:
+            held = cell.persona.granularity == 4 and cell.persona.combo in heldout_combos
+            out.append(EvalCell(cell, True, held))
+            seen.add((cell.persona, cell.question_key))
+        if heldout_combos:
+            personas = [combo_persona(country, c) for c in sorted(heldout_combos)]
+            qkeys = [q for q in data.question_keys(country) if q in split_q]
+            for cell in eligible_cells(data, (4,), min_n, [country], qkeys, personas).cells:
+                if (cell.persona, cell.question_key) not in seen:
+                    out.append(EvalCell(cell, False, True))
+    return out
+
+
+def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, preds) -> pd.DataFrame:
+    """The predictions table (PREDICTION_COLUMNS + eval_question, heldout_persona) of ``cells``."""
+    if len(preds) != len(cells):
+        raise ValueError(f"{len(preds)} predictions for {len(cells)} cells")
+    rows = []
+    for ec, pred in zip(cells, preds, strict=True):
+        c, p = ec.cell, ec.cell.persona
+        q = data.questions[c.question_key]
+        rows.append(
+            {
+                "method": method,
+                "country": p.country,
+                "question_key": c.question_key,
+                "dataset": q.dataset,
+                "topic": q.topic,
+                "question_id": q.question_id,
+                "persona": p.key,
+                "granularity": p.granularity,
+                **{a: getattr(p, a) for a in ATTRIBUTES},
+                "n": c.n,
+                "survey_counts": [int(x) for x in c.counts],
+                "pred": [float(x) for x in pred],
+                "eval_question": ec.eval_question,
+                "heldout_persona": ec.heldout_persona,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*PREDICTION_COLUMNS, "eval_question", "heldout_persona"])
+
+
+def reference_predictions(
+    data: SurveyData,
+    cells: list[EvalCell],
+    kind: str,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predictions of a reference method: ``country-marginal`` or ``noise-ceiling``."""
+    if kind not in REFERENCE_METHODS:
+        raise ValueError(f"unknown reference {kind!r} (expected one of {', '.join(REFERENCE_METHODS)})")
+    if kind == "country-marginal":
+        cache: dict[tuple[str, str], np.ndarray] = {}
+        preds = []
+        for ec in cells:
+            key = (ec.cell.persona.country, ec.cell.question_key)
+            if key not in cache:
+                total = data.counts(Persona(key[0]), key[1])
+                cache[key] = total / total.sum()
+            preds.append(cache[key])
+        return predictions_frame(data, cells, kind, preds)
+    preds: list[np.ndarray] = [np.zeros(0)] * len(cells)
+    scores = np.zeros(len(cells))
+    by_key: dict[tuple[str, int], list[int]] = {}
+    for i, ec in enumerate(cells):
+        by_key.setdefault((ec.cell.persona.country, len(ec.cell.counts)), []).append(i)
+    for (country, _), idx in sorted(by_key.items()):
+        counts = np.stack([cells[i].cell.counts for i in idx])
+        rng = np.random.default_rng([int(seed), zlib.crc32(country.encode()), counts.shape[1]])
+        draws = rng.multinomial(counts.sum(1), counts / counts.sum(1, keepdims=True))
+        scores[idx] = metrics.expected_ceiling_batch(counts)
+        for j, i in enumerate(idx):
+            preds[i] = draws[j] / draws[j].sum()
+    frame = predictions_frame(data, cells, kind, preds)
+    frame["score"] = scores
+    return frame
+
+
+def write_predictions(frame: pd.DataFrame, directory, meta: dict | None = None) -> EvalResult:
+    """Write predictions.parquet, cell_scores.csv and eval.json into ``directory`` atomically."""
+    directory = Path(directory)
+    methods = frame["method"].unique()
+    if len(methods) != 1:
+        raise ValueError(f"one method per predictions file, got {list(methods)}")
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    pred_path = atomic_write_bytes(directory / PREDICTIONS, buf.getvalue())
+    scored = with_scores(frame)
+    cols = ["method", "country", "question_key", "topic", "persona", "granularity", "n", "score",
+            "modal_hit", "eval_question", "heldout_persona"]
+    cs = scored[cols].assign(score=100 * scored["score"])
+    cs_path = atomic_write_text(directory / CELL_SCORES, cs.to_csv(index=False))
+    summary = (
+        cs[cs["eval_question"]].groupby(["country", "granularity"])["score"].agg(["mean", "size"]).reset_index()
+    )
+    atomic_write_json(
+        directory / EVAL_META,
+        {
+            "method": str(methods[0]),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cells": len(frame),
+            "eval_question_cells": int(frame["eval_question"].sum()),
+            "heldout_persona_cells": int(frame["heldout_persona"].sum()),
+            "scores": [
+                {"country": r.country, "granularity": int(r.granularity), "score": float(r.mean), "cells": int(r.size)}
+                for r in summary.itertuples()
+            ],
+            **(meta or {}),
+        },
+    )
+    return EvalResult(str(methods[0]), directory, pred_path, cs_path, frame)
+
+
+def write_references(
+    data: SurveyData,
+    split: Split,
+    eval_dir,
+    granularities=(1, 2, 3, 4),
+    min_n: int = DEFAULT_MIN_N,
+    seed: int = 0,
+) -> list[EvalResult]:
+    """Write both reference methods under ``eval_dir/<reference>/``."""
+    cells = evaluation_cells(data, split, granularities, min_n)
+    out = []
+    for kind in REFERENCE_METHODS:
+        frame = reference_predictions(data, cells, kind, seed)
+        out.append(write_predictions(frame, Path(eval_dir) / kind, {
+            "reference": kind, "split": split.to_dict()["kind"], "granularities": list(granularities),
+            "min_n": min_n, "seed": seed, "data": data.source,
+        }))
+    return out
+
+
+def evaluate(
+    model="default",
+    adapter=None,
+    prompt: str = "plain",
+    *,
+    data: SurveyData,
+    split: Split,
+    out_dir,
+    granularities=(1, 2, 3, 4),
+    min_n: int = DEFAULT_MIN_N,
+    method_name: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 16,
+    progress: bool = True,
+    split_path=None,
+) -> EvalResult:
+    """Score the evaluation cells of ``split`` with a model and write ``out_dir/<method>/``.
+
+    ``model``: a name or path for :func:`acealign.models.load_model`, or an already loaded
+    ``(model, tokenizer)`` pair. ``prompt``: ``plain`` (the paper's persona prompt) or any template
+    of :mod:`acealign.prompts` (``anthropological`` ...). Resumable: cells already scored in an
+    interrupted run are not scored again (the engine's partial file is kept beside the output).
+    """
+    from . import prompts, scoring
+
+    template = PROMPT_ALIASES.get(prompt, prompt)
+    prompts.get_template(template)  # unknown template -> ValueError before loading anything
+    method = method_name or _default_method_name(adapter, prompt)
+    if method in REFERENCE_METHODS:
+        raise ValueError(f"method name {method!r} is reserved for a reference")
+    cells = evaluation_cells(data, split, granularities, min_n)
+    if not cells:
+        raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
+    directory = Path(out_dir) / method
+    if isinstance(model, tuple):
+        mdl, tok = model
+        model_name = getattr(getattr(mdl, "config", None), "name_or_path", "model")
+    else:
+        from .models import load_model
+
+        mdl, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
+        model_name = str(model)
+    preds = scoring.score_cells(
+        mdl, tok, data, [ec.cell for ec in cells], template=template,
+        partial_path=directory / "partial.parquet", batch_size=batch_size, progress=progress,
+    )
+    frame = predictions_frame(data, cells, method, preds)
+    result = write_predictions(frame, directory, {
+        "model": model_name,
+        "adapter": None if adapter is None else str(adapter),
+        "prompt": prompt,
+        "split": None if split_path is None else str(split_path),
+        "split_kind": split.kind,
+        "data": data.source,
+        "granularities": list(granularities),
+        "min_n": min_n,
+    })
+    (directory / "partial.parquet").unlink(missing_ok=True)
+    return result
+
+
+def _default_method_name(adapter, prompt: str) -> str:
+    """``base`` / the prompt template without an adapter; else the adapter's run folder name
+    (``runs/ace/adapter`` -> ``ace``)."""
+    if adapter is not None:
+        a = Path(adapter).resolve()
+        return (a.parent.name if a.name in ("adapter", "final") else a.name) or "adapter"
+    return "base" if prompt in ("plain", "paper") else prompt

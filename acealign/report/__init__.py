@@ -1,0 +1,25 @@
+"""The report: figures (matplotlib Agg) and HTML / Markdown / CSV / JSON writers over the analyses."""
+
+from .build import (
+    MANIFEST,
+    MANIFEST_FIELDS,
+    PREDICTIONS,
+    ReportResult,
+    analyse,
+    build_report,
+    find_predictions,
+    load_predictions,
+    read_manifest,
+)
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_FIELDS",
+    "PREDICTIONS",
+    "ReportResult",
+    "analyse",
+    "build_report",
+    "find_predictions",
+    "load_predictions",
+    "read_manifest",
+]

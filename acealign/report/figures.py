@@ -1,0 +1,303 @@
+"""Figures of the report, drawn with matplotlib's Agg canvas (no display, no global backend change).
+
+Each ``fig_*`` function takes analysis tables and returns a :class:`matplotlib.figure.Figure`, or
+raises :class:`NoData` with the reason when its tables hold nothing to draw, so the report can say
+so instead of crashing.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..analyses.common import method_label, method_order
+from ..survey import ATTRIBUTE_VALUES, ATTRIBUTES
+
+CATEGORY_COLORS = {"aligned": "#4c9a5a", "flipped": "#c0392b", "stereotyping": "#e6a23c", "erasure": "#7f8c8d"}
+TIER_COLORS = {1: "#2e6fba", 2: "#e08e0b", 3: "#b03a2e"}
+
+
+class NoData(Exception):
+    """A figure has nothing to draw; the message says why."""
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _colors(methods) -> dict[str, str]:
+    palette = ["#7f7f7f", "#9467bd", "#ff7f0e", "#2ca02c", "#d62728", "#1f77b4", "#8c564b", "#17becf", "#bcbd22"]
+    return {m: palette[i % len(palette)] for i, m in enumerate(method_order(methods))}
+
+
+def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return int(np.ceil(n / ncols)), ncols
+
+
+def fig_table1(avg: pd.DataFrame) -> Figure:
+    """Average score per G and method with bootstrap CIs (reference methods as dashed lines)."""
+    if avg.empty:
+        raise NoData("no evaluation cells")
+    refs = avg[avg["method"].isin(["country-marginal", "noise-ceiling"])]
+    models = avg[~avg.index.isin(refs.index)]
+    methods = method_order(models["method"].unique())
+    gs = sorted(avg["granularity"].unique())
+    colors = _colors(methods)
+    fig = Figure(figsize=(1.6 + 1.4 * len(gs) * max(1, len(methods)) / 3, 3.6))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        part = models[models["method"] == m].set_index("granularity").reindex(gs)
+        x = np.arange(len(gs)) + (i - (len(methods) - 1) / 2) * width
+        err = np.vstack([part["avg"] - part["ci_low"], part["ci_high"] - part["avg"]])
+        ax.bar(x, part["avg"], width, yerr=np.nan_to_num(err), capsize=2, color=colors[m], label=method_label(m))
+    styles = {"country-marginal": ":", "noise-ceiling": "--"}
+    for m, part in refs.groupby("method"):
+        part = part.set_index("granularity").reindex(gs)
+        for j, v in enumerate(part["avg"]):
+            ax.hlines(v, j - 0.45, j + 0.45, colors="black", linestyles=styles.get(m, "-"),
+                      label=method_label(m) if j == 0 else None)
+    ax.set_xticks(np.arange(len(gs)), [f"G={g}" for g in gs])
+    lo = np.nanmin(avg["ci_low"].fillna(avg["avg"]))
+    hi = np.nanmax(avg["ci_high"].fillna(avg["avg"]))
+    ax.set_ylim(max(0, lo - 3), min(100, hi + 2))
+    ax.set_ylabel("alignment score ×100")
+    ax.set_title("Table 1: average over countries (95% CI over questions)")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    return fig
+
+
+def fig_fidelity(fid: pd.DataFrame) -> Figure:
+    """Mean CDF distance of the counterfactual pairs per method (Avg over countries) and references."""
+    avg = fid[fid["country"] == "Avg"] if not fid.empty else fid
+    if avg.empty:
+        raise NoData("no counterfactual pair has both G=4 ends predicted")
+    models = avg[~avg["method"].isin(["no-effect", "noise-floor"])]
+    methods = method_order(models["method"].unique())
+    colors = _colors(methods)
+    fig = Figure(figsize=(1.5 + 0.8 * len(methods), 3.4))
+    ax = fig.subplots()
+    vals = models.set_index("method").reindex(methods)["cdf_distance"]
+    ax.bar(range(len(methods)), vals, color=[colors[m] for m in methods])
+    ax.set_xticks(range(len(methods)), [method_label(m) for m in methods], rotation=30, ha="right", fontsize=8)
+    for name, style in (("no-effect", ":"), ("noise-floor", "--")):
+        v = avg[avg["method"] == name]["cdf_distance"]
+        if len(v):
+            ax.axhline(float(v.iloc[0]), color="black", linestyle=style, label=f"{name} reference")
+    ax.set_ylabel("mean d_CDF (Eq. 12), lower is better")
+    ax.set_title("Persona-effect fidelity on evaluation questions")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame, tiers, base: str, primary: str) -> Figure:
+    """Paper Fig. 3: (a) base scores per country by tier, (b) gains of ``primary`` per G and tier,
+    (c) tier gap per G before and after."""
+    b = scores[scores["method"] == base]
+    if b.empty:
+        raise NoData(f"no base-model ({base}) scores")
+    fig = Figure(figsize=(12, 3.6))
+    ax_a, ax_b, ax_c = fig.subplots(1, 3)
+    mean_b = b.groupby("country")["score"].mean().sort_values(ascending=False)
+    cols = [TIER_COLORS.get(tiers.tier(c), "#cccccc") for c in mean_b.index]
+    ax_a.bar(range(len(mean_b)), mean_b.to_numpy(), color=cols)
+    ax_a.set_xticks(range(len(mean_b)), [tiers.code(c) for c in mean_b.index], rotation=60, fontsize=7)
+    ax_a.set_ylim(max(0, mean_b.min() - 5), min(100, mean_b.max() + 3))
+    ax_a.set_title("(a) base model, mean over G")
+    for t, color in TIER_COLORS.items():
+        if t in tiers.labels:
+            ax_a.bar([], [], color=color, label=tiers.labels[t])
+    ax_a.legend(fontsize=6)
+    p = tier_table[tier_table["method"] == primary]
+    if p.empty:
+        ax_b.text(0.5, 0.5, f"no {method_label(primary)} scores", ha="center", va="center", transform=ax_b.transAxes)
+    for t, part in p.groupby("tier"):
+        ax_b.plot(part["granularity"], part["gain"], marker="o", color=TIER_COLORS.get(int(t), "gray"), label=f"Tier {t}")
+    ax_b.axhline(0, color="black", lw=0.6)
+    ax_b.set_xlabel("G")
+    ax_b.set_title(f"(b) gain of {method_label(primary)} over base")
+    ax_b.legend(fontsize=7)
+    for m in [base, primary]:
+        part = gaps[gaps["method"] == m]
+        ax_c.plot(part["granularity"], part["tier_gap"], marker="o", label=method_label(m))
+    ax_c.set_xlabel("G")
+    ax_c.set_title("(c) Tier-1 minus Tier-3 gap")
+    ax_c.legend(fontsize=7)
+    return fig
+
+
+def _radar(ax, labels, series: dict[str, list[float]], colors: dict[str, str]):
+    angles = np.linspace(0, 2 * np.pi, len(labels), endpoint=False)
+    closed = np.concatenate([angles, angles[:1]])
+    for name, vals in series.items():
+        v = np.asarray(vals, float)
+        ax.plot(closed, np.concatenate([v, v[:1]]), color=colors.get(name, "gray"), lw=1.2, label=method_label(name))
+    ax.set_xticks(angles, [lbl[:18] for lbl in labels], fontsize=6)
+    ax.tick_params(axis="y", labelsize=5)
+
+
+def _bars(ax, labels, series: dict[str, list[float]], colors: dict[str, str]):
+    width = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        x = np.arange(len(labels)) + (i - (len(series) - 1) / 2) * width
+        ax.bar(x, vals, width, color=colors.get(name, "gray"), label=method_label(name))
+    ax.set_xticks(np.arange(len(labels)), [lbl[:18] for lbl in labels], fontsize=7)
+    allv = np.concatenate([np.asarray(v, float) for v in series.values()])
+    if np.isfinite(allv).any():
+        ax.set_ylim(max(0, np.nanmin(allv) - 5), min(100, np.nanmax(allv) + 3))
+
+
+def _panels(groups: list[tuple[str, list[str], dict[str, list[float]]]], title: str, colors) -> Figure:
+    """One radar (>= 3 axes) or bar panel (fewer axes) per group."""
+    nrows, ncols = _grid(len(groups))
+    fig = Figure(figsize=(3.6 * ncols, 3.4 * nrows))
+    for i, (name, labels, series) in enumerate(groups):
+        if len(labels) >= 3:
+            ax = fig.add_subplot(nrows, ncols, i + 1, projection="polar")
+            _radar(ax, labels, series, colors)
+        else:
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            _bars(ax, labels, series, colors)
+        ax.set_title(name, fontsize=9)
+        if i == 0:
+            ax.legend(fontsize=6, loc="lower left", bbox_to_anchor=(-0.25, -0.35))
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def fig_heldout(table: pd.DataFrame) -> Figure:
+    """Paper Fig. 4: score per topic on each held-out combination, one line (or bar) per method."""
+    if table.empty:
+        raise NoData("the split holds out no persona combination (no rows flagged heldout_persona)")
+    colors = _colors(table["method"].unique())
+    groups = []
+    for (combo, side), part in table.groupby(["combo", "questions"], sort=True):
+        topics = sorted(part["topic"].unique())
+        series = {
+            m: part[part["method"] == m].set_index("topic").reindex(topics)["score"].tolist()
+            for m in method_order(part["method"].unique())
+        }
+        groups.append((f"{combo} ({side} questions)", topics, series))
+    return _panels(groups, "Held-out persona combinations: score ×100 per topic", colors)
+
+
+def fig_heterogeneity(table: pd.DataFrame) -> Figure:
+    """Paper Fig. 5: effect magnitude, topics x attributes, one heatmap per country."""
+    if table.empty:
+        raise NoData("no G=4 counterfactual pair in the survey cells")
+    countries = sorted(table["country"].unique())
+    nrows, ncols = _grid(len(countries))
+    fig = Figure(figsize=(3.8 * ncols, 0.9 + 0.28 * table.groupby("country")["topic"].nunique().max() * nrows + 1.2 * nrows))
+    vmax = float(table["magnitude"].max()) or 1.0
+    for i, c in enumerate(countries):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        part = table[table["country"] == c]
+        mat = part.pivot_table(index="topic", columns="attribute", values="magnitude").reindex(columns=list(ATTRIBUTES))
+        im = ax.imshow(mat.to_numpy(float), cmap="Reds", vmin=0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(ATTRIBUTES)), [a.replace("_status", "") for a in ATTRIBUTES], fontsize=7, rotation=30)
+        ax.set_yticks(range(len(mat.index)), [t[:22] for t in mat.index], fontsize=6)
+        ax.set_title(c, fontsize=9)
+    fig.colorbar(im, ax=fig.axes, shrink=0.6, label="mean_k |avg ΔCDF_data|")
+    fig.suptitle("Heterogeneity of attribute influence (survey data)", fontsize=10)
+    return fig
+
+
+def fig_taxonomy(shares: pd.DataFrame) -> Figure:
+    """Paper Fig. 6: stacked shares of aligned / flipped / stereotyping / erasure per method, one
+    panel per country (and all countries pooled)."""
+    if shares.empty:
+        raise NoData("no attribute-topic effect could be classified (no G=4 pairs predicted)")
+    countries = ["All"] + sorted(c for c in shares["country"].unique() if c != "All")
+    nrows, ncols = _grid(len(countries), 4)
+    fig = Figure(figsize=(3.2 * ncols, 3.0 * nrows))
+    for i, c in enumerate(countries):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        part = shares[shares["country"] == c]
+        methods = method_order(part["method"].unique())
+        part = part.set_index("method").reindex(methods)
+        bottom = np.zeros(len(methods))
+        for cat, color in CATEGORY_COLORS.items():
+            vals = part[cat].to_numpy(float)
+            ax.bar(range(len(methods)), vals, bottom=bottom, color=color, label=cat if i == 0 else None)
+            bottom += vals
+        ax.set_xticks(range(len(methods)), [method_label(m)[:14] for m in methods], rotation=45, ha="right", fontsize=6)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{c} ({int(part['effects'].max())} effects)", fontsize=8)
+    fig.legend(loc="upper right", fontsize=7)
+    fig.suptitle("Misalignment taxonomy of attribute-topic effects", fontsize=10)
+    return fig
+
+
+def fig_bubbles(changes: pd.DataFrame, method: str) -> Figure:
+    """Paper App. B: change of the score (method - base) per country x attribute value, one panel
+    per G; bubble area ~ |change|, red = improvement, blue = degradation."""
+    part = changes[changes["method"] == method]
+    if part.empty:
+        raise NoData(f"no paired base / {method_label(method)} cells")
+    gs = sorted(part["granularity"].unique())
+    countries = sorted(part["country"].unique())
+    values = [f"{a}={v}" for a in ATTRIBUTES for v in ATTRIBUTE_VALUES[a]]
+    nrows, ncols = _grid(len(gs), 2)
+    fig = Figure(figsize=(0.8 + 0.6 * len(countries) * ncols + 2, 3.8 * nrows))
+    scale = 600 / max(1e-9, float(part["change"].abs().max()))
+    for i, g in enumerate(gs):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        sub = part[part["granularity"] == g]
+        x = sub["country"].map({c: j for j, c in enumerate(countries)})
+        y = (sub["attribute"] + "=" + sub["value"]).map({v: j for j, v in enumerate(values)})
+        ax.scatter(x, y, s=sub["change"].abs() * scale + 2,
+                   c=np.where(sub["change"] >= 0, "#d62728", "#1f77b4"), alpha=0.7)
+        ax.set_xticks(range(len(countries)), countries, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(values)), values, fontsize=6)
+        ax.set_xlim(-0.6, len(countries) - 0.4)
+        ax.set_ylim(-0.6, len(values) - 0.4)
+        ax.set_title(f"G={g}", fontsize=9)
+    fig.suptitle(f"Score change {method_label(method)} − base per attribute value "
+                 f"(largest |change| {part['change'].abs().max():.2f} points)", fontsize=10)
+    return fig
+
+
+def fig_topic_radar(topics: pd.DataFrame, granularity: int, methods: list[str]) -> Figure:
+    """Paper App. C: per-topic score per country at one G, comparing ``methods``."""
+    part = topics[(topics["granularity"] == granularity) & topics["method"].isin(methods)]
+    if part.empty:
+        raise NoData(f"no {' / '.join(method_label(m) for m in methods)} scores at G={granularity}")
+    colors = _colors(part["method"].unique())
+    groups = []
+    for country, sub in part.groupby("country", sort=True):
+        labels = sorted(sub["topic"].unique())
+        series = {
+            m: sub[sub["method"] == m].set_index("topic").reindex(labels)["score"].tolist()
+            for m in method_order(sub["method"].unique())
+        }
+        groups.append((country, labels, series))
+    return _panels(groups, f"Per-topic alignment (score ×100), G={granularity}", colors)
+
+
+def fig_fairness(table: pd.DataFrame) -> Figure:
+    """Worst persona, mean and best persona score per method and country (personas of every G)."""
+    part = table[table["granularity"] == "all"]
+    if part.empty:
+        raise NoData("no persona scores")
+    countries = sorted(part["country"].unique())
+    methods = method_order(part["method"].unique())
+    colors = _colors(methods)
+    fig = Figure(figsize=(1.5 + 1.0 * len(countries) * max(1, len(methods)) / 3, 3.6))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        sub = part[part["method"] == m].set_index("country").reindex(countries)
+        x = np.arange(len(countries)) + (i - (len(methods) - 1) / 2) * width
+        ax.vlines(x, sub["worst"], sub["best"], color=colors[m], lw=2, label=method_label(m))
+        ax.plot(x, sub["mean"], "o", color=colors[m], ms=3)
+    ax.set_xticks(np.arange(len(countries)), countries, rotation=45, fontsize=7)
+    ax.set_ylabel("persona score ×100 (worst–best, dot = mean)")
+    ax.set_title("Subgroup fairness: spread across personas")
+    ax.legend(fontsize=6, ncol=2)
+    return fig

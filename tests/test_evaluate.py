@@ -1,0 +1,126 @@
+"""Evaluation cells of a split, reference methods, and the predictions files (no model needed)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from acealign import evaluate as ev
+from acealign.analyses.common import validate_predictions
+from acealign.splits import Split
+from acealign.survey import DataError, Option, Persona, Question, SurveyData, all_g4_personas
+
+HELD = "Female_College_Urban_Married"
+
+
+def tiny_survey() -> SurveyData:
+    """Country x, three 2-option questions. Every G=4 cell is [10, 0] except the held-out
+    combination Female_College_Urban_Married, [0, 10]; on q3 Male_No_College_Rural_Not_Married has
+    only 5 respondents ([5, 0])."""
+    qs = {}
+    cells = {}
+    for qid in ("q1", "q2", "q3"):
+        q = Question("d", "t", qid, f"text {qid}", (Option("1", "a"), Option("2", "b")))
+        qs[q.key] = q
+        by = {}
+        for p in all_g4_personas("x"):
+            by[p] = np.array([0, 10] if p.combo == HELD else [10, 0])
+            if qid == "q3" and p.combo == "Male_No_College_Rural_Not_Married":
+                by[p] = np.array([5, 0])
+        cells[("x", q.key)] = by
+    return SurveyData(qs, cells, "tiny")
+
+
+def split(kind="question", heldout=(HELD,)):
+    return Split(kind, 0, ["d/t/q1", "d/t/q2"], [], ["d/t/q3"], list(heldout), ["x"], ["x"])
+
+
+def test_evaluation_cells_question_split_with_heldout_combo():
+    data = tiny_survey()
+    cells = ev.evaluation_cells(data, split())
+    evq = [c for c in cells if c.eval_question]
+    # q3: 80 personas G=1..4; 1 dropped (the n=5 G=4 cell; coarser ones still have >= 10).
+    assert len(evq) == 79 and {c.cell.question_key for c in evq} == {"d/t/q3"}
+    held = [c for c in cells if c.heldout_persona]
+    # The held-out combination on q1, q2 (training questions) and q3 (flagged on both counts).
+    assert sorted(c.cell.question_key for c in held) == ["d/t/q1", "d/t/q2", "d/t/q3"]
+    assert all(c.cell.persona.combo == HELD for c in held)
+    assert [c.eval_question for c in held if c.cell.question_key != "d/t/q3"] == [False, False]
+
+
+def test_evaluation_cells_persona_and_country_splits():
+    data = tiny_survey()
+    persona = Split("persona", None, ["d/t/q1", "d/t/q2", "d/t/q3"], [], ["d/t/q1", "d/t/q2", "d/t/q3"],
+                    [HELD], ["x"], ["x"])
+    cells = ev.evaluation_cells(data, persona)
+    assert len(cells) == 3 and not any(c.eval_question for c in cells)
+    country = Split("country", None, ["d/t/q1"], [], ["d/t/q1", "d/t/q2"], [], ["y"], ["x"])
+    cells = ev.evaluation_cells(data, country)
+    # The evaluation country never trained: q1 counts as unseen there too. 2 x 80 cells.
+    assert len(cells) == 160 and all(c.eval_question for c in cells)
+    with pytest.raises(DataError, match="evaluation countries"):
+        ev.evaluation_cells(data, Split("country", None, [], [], [], [], ["x"], ["nowhere"]))
+
+
+def test_country_marginal_reference():
+    data = tiny_survey()
+    cells = ev.evaluation_cells(data, split(heldout=()))
+    frame = ev.reference_predictions(data, cells, "country-marginal")
+    validate_predictions(frame)
+    # q3 country total: 14 x [10,0] + [0,10] + [5,0] = [145, 10] -> (145/155, 10/155).
+    assert frame["pred"].iloc[0] == pytest.approx([145 / 155, 10 / 155])
+    female = frame[frame["persona"] == "x|gender=Female"].iloc[0]
+    # gender=Female: 7 x [10,0] + [0,10] = [70, 10]; score 1 - |145/155 - 70/80|.
+    assert female["survey_counts"] == [70, 10]
+    from acealign.analyses.common import with_scores
+
+    s = with_scores(frame[frame["persona"] == "x|gender=Female"])["score"].item()
+    assert s == pytest.approx(1 - abs(145 / 155 - 70 / 80))
+
+
+def test_noise_ceiling_reference():
+    data = tiny_survey()
+    cells = ev.evaluation_cells(data, split(heldout=()))
+    frame = ev.reference_predictions(data, cells, "noise-ceiling", seed=3)
+    # A cell with all respondents on one option cannot vary: ceiling 1, resample = the cell.
+    g4 = frame[frame["persona"] == Persona("x", "Male", "College", "Urban", "Married").key].iloc[0]
+    assert g4["score"] == 1.0 and g4["pred"] == [1.0, 0.0]
+    # gender=Female [70, 10]: expected score < 1, equal to the closed form of acealign.metrics.
+    from acealign.metrics import expected_ceiling_batch
+
+    f = frame[frame["persona"] == "x|gender=Female"].iloc[0]
+    assert f["score"] == pytest.approx(expected_ceiling_batch(np.array([[70, 10]]))[0]) and f["score"] < 1
+    again = ev.reference_predictions(data, cells, "noise-ceiling", seed=3)
+    assert again["pred"].tolist() == frame["pred"].tolist()  # seeded
+    with pytest.raises(ValueError, match="unknown reference"):
+        ev.reference_predictions(data, cells, "oracle")
+
+
+def test_write_references_layout(tmp_path):
+    data = tiny_survey()
+    results = ev.write_references(data, split(), tmp_path / "eval")
+    assert [r.method for r in results] == ["country-marginal", "noise-ceiling"]
+    for r in results:
+        d = tmp_path / "eval" / r.method
+        frame = pd.read_parquet(d / "predictions.parquet")
+        validate_predictions(frame, d)
+        assert len(frame) == 79 + 2  # q3 cells + the held-out combination on q1 and q2
+        scores = pd.read_csv(d / "cell_scores.csv")
+        assert len(scores) == len(frame) and scores["score"].between(0, 100).all()
+        meta = json.loads((d / "eval.json").read_text())
+        assert meta["method"] == r.method and meta["heldout_persona_cells"] == 3
+    assert not list((tmp_path / "eval").rglob("*.tmp"))
+
+
+def test_predictions_frame_checks_lengths():
+    data = tiny_survey()
+    cells = ev.evaluation_cells(data, split())
+    with pytest.raises(ValueError, match="predictions for"):
+        ev.predictions_frame(data, cells, "m", [[0.5, 0.5]])
+
+
+def test_default_method_names(tmp_path):
+    assert ev._default_method_name(None, "plain") == "base"
+    assert ev._default_method_name(None, "anthropological") == "anthropological"
+    assert ev._default_method_name(tmp_path / "ace" / "adapter", "plain") == "ace"
