@@ -133,3 +133,10 @@ def load_model(
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL, trust_remote_code: bool = False):
+    """The tokenizer alone (cheap: builds prompts with the model's chat template)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)

@@ -17,8 +17,11 @@ Work saved compared with a plain padded forward with full logits:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -238,3 +241,157 @@ class OptionScorer:
                 lls.append(option_log_likelihood(torch.cat([x.reshape(-1) for x in parts])))
             results.append(torch.stack(lls))
         return results
+
+
+# -- scoring survey cells ------------------------------------------------------------------------
+PREDICTION_COLUMNS = [
+    "method", "country", "question_key", "dataset", "topic", "question_id", "persona",
+    "granularity", "gender", "education", "residence", "marital_status", "n", "survey_counts",
+    "pred",
+]
+_PARTIAL_META_KEY = b"acealign.partial"
+
+
+def _cell_request(data, cell, template, tokenizer, chat) -> ScoringRequest:
+    from .prompts import build_prompt, option_verbalizations
+
+    q = data.questions[cell.question_key]
+    return ScoringRequest(
+        build_prompt(cell.persona, q, template, tokenizer=tokenizer, chat=chat),
+        tuple(option_verbalizations(q)),
+    )
+
+
+def _fingerprint(model, template, chat) -> dict:
+    cfg = getattr(model, "config", None)
+    return {
+        "model": str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "")),
+        "model_class": type(model).__name__,
+        "template": template if isinstance(template, str) else template.name,
+        "chat": chat,
+    }
+
+
+def _read_partial(path, fingerprint: dict) -> dict[tuple[str, str], np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = (table.schema.metadata or {}).get(_PARTIAL_META_KEY)
+    got = json.loads(meta) if meta else None
+    if got != fingerprint:
+        raise ValueError(
+            f"{path}: partial results were scored with other settings ({got}, now {fingerprint}); "
+            "delete it to start over"
+        )
+    cols = table.to_pydict()
+    return {
+        (p, q): np.asarray(v, dtype=float)
+        for p, q, v in zip(cols["persona"], cols["question_key"], cols["pred"], strict=True)
+    }
+
+
+def _write_partial(path, done: dict, fingerprint: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = list(done)
+    table = pa.table({
+        "persona": [k[0] for k in keys],
+        "question_key": [k[1] for k in keys],
+        "pred": [done[k].tolist() for k in keys],
+    })
+    table = table.replace_schema_metadata({_PARTIAL_META_KEY: json.dumps(fingerprint).encode()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def score_cells(
+    model,
+    tokenizer,
+    data,
+    cells,
+    template="paper",
+    chat: bool | None = None,
+    partial_path=None,
+    batch_size: int = 16,
+    progress: bool = True,
+    chunk_size: int = 128,
+    scorer: OptionScorer | None = None,
+) -> list[np.ndarray]:
+    """Predicted option distributions (Eq. 3) of survey cells, in the order of ``cells``.
+
+    ``cells``: objects with ``.persona`` and ``.question_key`` (``EligibleCell``, ``Cell``).
+    ``chat=None`` uses the chat template when the tokenizer has one. With ``partial_path``, results
+    are checkpointed there (Parquet, rewritten atomically after every chunk) and a rerun skips the
+    cells already in it; settings that differ from the checkpoint's are an error. Cells are scored
+    grouped by persona, so a batch shares the chat header and persona sentence.
+    """
+    from .prompts import get_template, has_chat_template
+
+    if chat is None:
+        chat = has_chat_template(tokenizer)
+    tname = get_template(template).name
+    scorer = scorer or OptionScorer(model, tokenizer, batch_size=batch_size)
+    fp = _fingerprint(model, tname, chat)
+    done: dict[tuple[str, str], np.ndarray] = {}
+    if partial_path is not None and Path(partial_path).is_file():
+        done = _read_partial(partial_path, fp)
+    keys = [(c.persona.key, c.question_key) for c in cells]
+    todo = sorted({k: c for k, c in zip(keys, cells, strict=True) if k not in done}.items())
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(set(keys)), initial=len(set(keys)) - len(todo), unit="cell", desc="scoring")
+    try:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            reqs = [_cell_request(data, c, tname, tokenizer, chat) for _, c in chunk]
+            for (k, _), p in zip(chunk, scorer.distributions(reqs), strict=True):
+                done[k] = p
+            if partial_path is not None:
+                _write_partial(partial_path, done, fp)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return [done[k] for k in keys]
+
+
+def predictions_frame(data, cells, preds, method: str = "base"):
+    """The predictions table (one row per persona x question; columns ``PREDICTION_COLUMNS``)."""
+    import pandas as pd
+
+    from .survey import ATTRIBUTES
+
+    rows = []
+    for c, pred in zip(cells, preds, strict=True):
+        p, q = c.persona, data.questions[c.question_key]
+        counts = np.asarray(c.counts)
+        rows.append({
+            "method": method,
+            "country": p.country,
+            "question_key": c.question_key,
+            "dataset": q.dataset,
+            "topic": q.topic,
+            "question_id": q.question_id,
+            "persona": p.key,
+            "granularity": p.granularity,
+            **{a: getattr(p, a) for a in ATTRIBUTES},
+            "n": int(counts.sum()),
+            "survey_counts": [int(x) for x in counts],
+            "pred": [float(x) for x in pred],
+        })
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def predict_cells(scorer: OptionScorer, data, cells, template="paper", chat: bool | None = None,
+                  method: str = "base", partial_path=None, progress: bool = True):
+    """Score ``cells`` and return the predictions DataFrame (resumable through ``partial_path``)."""
+    preds = score_cells(scorer.model, scorer.tokenizer, data, cells, template=template, chat=chat,
+                        partial_path=partial_path, progress=progress, scorer=scorer)
+    return predictions_frame(data, cells, preds, method)
