@@ -110,6 +110,9 @@ def with_scores(df: pd.DataFrame) -> pd.DataFrame:
     A ``score`` already present (the noise-ceiling reference stores its bootstrap expectation) is
     kept where it is not NaN; every other row is scored from ``pred`` and ``survey_counts``.
     """
+    if "score" in df.columns and "modal_hit" in df.columns and all(c in df.columns for c in FLAG_COLUMNS):
+        if not pd.to_numeric(df["score"], errors="coerce").isna().any():
+            return df  # already scored (analyses call this on their input; it is cheap to repeat)
     out = df.copy()
     preds = [np.asarray(p, float) for p in out["pred"]]
     counts = [np.asarray(c, float) for c in out["survey_counts"]]
@@ -293,7 +296,9 @@ def prediction_pairs(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for attr in ATTRIBUTES:
         others = [a for a in ATTRIBUTES if a != attr]
-        ctx = g4[others].astype(str).agg(",".join, axis=1)
+        ctx = g4[others[0]].astype(str)
+        for a in others[1:]:
+            ctx = ctx + "," + g4[a].astype(str)
         a0, a1 = ATTRIBUTE_VALUES[attr]
         base = g4[cols + ["pred", "survey_counts"]].assign(context=ctx.to_numpy())
         ends1 = base[g4[attr].to_numpy() == a1]
@@ -342,3 +347,9 @@ def unique_pair_counts(pairs: pd.DataFrame) -> pd.DataFrame:
     """One row per survey pair (country, question, attribute, context), whatever the method."""
     keys = ["country", "question_key", "topic", "attribute", "context"]
     return pairs.drop_duplicates(keys)[keys + ["counts1", "counts0"]].reset_index(drop=True)
+
+
+def measured_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`prediction_pairs` of the evaluation rows with :func:`pair_measures` added."""
+    pairs = prediction_pairs(eval_rows(df))
+    return pairs if pairs.empty else pair_measures(pairs)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from .common import eval_rows, method_order, pair_measures, prediction_pairs, unique_pair_counts
+from .common import measured_pairs, method_order, unique_pair_counts
 from .taxonomy import DEFAULT_TAU, attribute_effects
 
 NO_EFFECT = "no-effect"
@@ -24,7 +24,7 @@ COLUMNS = ["method", "country", "pairs", "cdf_distance", "flipped_share", "effec
 
 
 def effect_fidelity(
-    df: pd.DataFrame, tau: float = DEFAULT_TAU, n_boot: int = 200, seed: int = 0
+    df: pd.DataFrame, tau: float = DEFAULT_TAU, n_boot: int = 200, seed: int = 0, pairs=None
 ) -> pd.DataFrame:
     """Per method x country (and ``country="Avg"``, the mean over countries):
 
@@ -32,12 +32,12 @@ def effect_fidelity(
     mean d_CDF (Eq. 12, lower is better); ``flipped_share`` the share of attribute-topic effects
     that the method flips (:mod:`acealign.analyses.taxonomy`, tolerance ``tau``); ``effects`` the
     number of attribute-topic effects. Two extra method rows, ``no-effect`` and ``noise-floor``,
-    give the references of the distance.
+    give the references of the distance. ``pairs``: :func:`measured_pairs` of ``df`` if already
+    computed.
     """
-    pairs = prediction_pairs(eval_rows(df))
+    pairs = measured_pairs(df) if pairs is None else pairs
     if pairs.empty:
         return pd.DataFrame(columns=COLUMNS)
-    pairs = pair_measures(pairs)
     effects = attribute_effects(pairs, tau=tau)
     rows = []
     for (method, country), part in pairs.groupby(["method", "country"], sort=True):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import metrics
-from .common import eval_rows, method_order, pair_measures, prediction_pairs
+from .common import measured_pairs, method_order
 
 # Tolerance on the expected-position shift (a fraction of the answer scale). The paper does not
 # give its tau; 0.02 = 2% of the scale, about a fifth of a point on an 11-point item.
@@ -35,12 +35,11 @@ def attribute_effects(pairs: pd.DataFrame, tau: float = DEFAULT_TAU, unit: str =
     return eff[EFFECT_COLUMNS]
 
 
-def taxonomy(df: pd.DataFrame, tau: float = DEFAULT_TAU, unit: str = "topic") -> pd.DataFrame:
-    """Attribute-topic effects with their category, from a predictions table."""
-    pairs = prediction_pairs(eval_rows(df))
-    if pairs.empty:
-        return pd.DataFrame(columns=EFFECT_COLUMNS)
-    return attribute_effects(pair_measures(pairs), tau=tau, unit=unit)
+def taxonomy(df: pd.DataFrame, tau: float = DEFAULT_TAU, unit: str = "topic", pairs=None) -> pd.DataFrame:
+    """Attribute-topic effects with their category, from a predictions table (``pairs``:
+    :func:`~acealign.analyses.common.measured_pairs` of it, if already computed)."""
+    pairs = measured_pairs(df) if pairs is None else pairs
+    return attribute_effects(pairs, tau=tau, unit=unit)
 
 
 def taxonomy_shares(effects: pd.DataFrame) -> pd.DataFrame:

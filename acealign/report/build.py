@@ -39,6 +39,7 @@ from ..analyses.common import (
     eval_mask,
     eval_subset,
     load_tiers,
+    measured_pairs,
     method_label,
     method_order,
     validate_predictions,
@@ -156,7 +157,8 @@ def analyse(
     t["table1"] = table1.table1_wide(t["country_scores"], base=base)
     t["averages"] = table1.average_scores(scored, n_boot=n_boot, seed=seed)
     t["paired_tests"] = table1.paired_tests(scored, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed)
-    t["fidelity"] = fidelity.effect_fidelity(scored, tau=tau, seed=seed)
+    pairs = measured_pairs(scored)
+    t["fidelity"] = fidelity.effect_fidelity(scored, tau=tau, seed=seed, pairs=pairs)
     model_scores = t["country_scores"][~t["country_scores"]["method"].isin(REFERENCE_METHODS)]
     t["tier_scores"] = tiers.tier_scores(model_scores, tier_map, base)
     t["tier_gaps"] = tiers.tier_gaps(model_scores, tier_map) if len(model_scores) else pd.DataFrame()
@@ -165,7 +167,7 @@ def analyse(
     t["heldout_summary"] = compositional.heldout_summary(t["heldout"], base)
     t["heterogeneity"] = heterogeneity.heterogeneity(scored[eval_mask(scored)])
     t["dominant_attributes"] = heterogeneity.dominant_attributes(t["heterogeneity"])
-    t["taxonomy_effects"] = taxonomy.taxonomy(scored, tau=tau)
+    t["taxonomy_effects"] = taxonomy.taxonomy(scored, tau=tau, pairs=pairs)
     t["taxonomy_shares"] = taxonomy.taxonomy_shares(t["taxonomy_effects"])
     t["attribute_changes"] = attributes.attribute_value_changes(scored, base)
     t["topic_scores"] = attributes.topic_scores(scored)

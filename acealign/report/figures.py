@@ -11,7 +11,8 @@ import io
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as _Figure
+from matplotlib.patches import Patch
 
 from ..analyses.common import method_label, method_order
 from ..survey import ATTRIBUTE_VALUES, ATTRIBUTES
@@ -20,13 +21,17 @@ CATEGORY_COLORS = {"aligned": "#4c9a5a", "flipped": "#c0392b", "stereotyping": "
 TIER_COLORS = {1: "#2e6fba", 2: "#e08e0b", 3: "#b03a2e"}
 
 
+def Figure(*args, **kwargs) -> _Figure:  # noqa: N802 - a Figure with constrained layout
+    return _Figure(*args, layout="constrained", **kwargs)
+
+
 class NoData(Exception):
     """A figure has nothing to draw; the message says why."""
 
 
-def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+def png_bytes(fig: _Figure, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
@@ -40,7 +45,7 @@ def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     return int(np.ceil(n / ncols)), ncols
 
 
-def fig_table1(avg: pd.DataFrame) -> Figure:
+def fig_table1(avg: pd.DataFrame) -> _Figure:
     """Average score per G and method with bootstrap CIs (reference methods as dashed lines)."""
     if avg.empty:
         raise NoData("no evaluation cells")
@@ -73,7 +78,7 @@ def fig_table1(avg: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig_fidelity(fid: pd.DataFrame) -> Figure:
+def fig_fidelity(fid: pd.DataFrame) -> _Figure:
     """Mean CDF distance of the counterfactual pairs per method (Avg over countries) and references."""
     avg = fid[fid["country"] == "Avg"] if not fid.empty else fid
     if avg.empty:
@@ -96,7 +101,7 @@ def fig_fidelity(fid: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame, tiers, base: str, primary: str) -> Figure:
+def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame, tiers, base: str, primary: str) -> _Figure:
     """Paper Fig. 3: (a) base scores per country by tier, (b) gains of ``primary`` per G and tier,
     (c) tier gap per G before and after."""
     b = scores[scores["method"] == base]
@@ -110,10 +115,8 @@ def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame
     ax_a.set_xticks(range(len(mean_b)), [tiers.code(c) for c in mean_b.index], rotation=60, fontsize=7)
     ax_a.set_ylim(max(0, mean_b.min() - 5), min(100, mean_b.max() + 3))
     ax_a.set_title("(a) base model, mean over G")
-    for t, color in TIER_COLORS.items():
-        if t in tiers.labels:
-            ax_a.bar([], [], color=color, label=tiers.labels[t])
-    ax_a.legend(fontsize=6)
+    handles = [Patch(color=c, label=tiers.labels[t]) for t, c in TIER_COLORS.items() if t in tiers.labels]
+    ax_a.legend(handles=handles, fontsize=6)
     p = tier_table[tier_table["method"] == primary]
     if p.empty:
         ax_b.text(0.5, 0.5, f"no {method_label(primary)} scores", ha="center", va="center", transform=ax_b.transAxes)
@@ -122,11 +125,14 @@ def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame
     ax_b.axhline(0, color="black", lw=0.6)
     ax_b.set_xlabel("G")
     ax_b.set_title(f"(b) gain of {method_label(primary)} over base")
-    ax_b.legend(fontsize=7)
+    if not p.empty:
+        ax_b.legend(fontsize=7)
     for m in [base, primary]:
         part = gaps[gaps["method"] == m]
         ax_c.plot(part["granularity"], part["tier_gap"], marker="o", label=method_label(m))
     ax_c.set_xlabel("G")
+    for ax in (ax_b, ax_c):
+        ax.set_xticks(sorted(scores["granularity"].unique()))
     ax_c.set_title("(c) Tier-1 minus Tier-3 gap")
     ax_c.legend(fontsize=7)
     return fig
@@ -140,6 +146,9 @@ def _radar(ax, labels, series: dict[str, list[float]], colors: dict[str, str]):
         ax.plot(closed, np.concatenate([v, v[:1]]), color=colors.get(name, "gray"), lw=1.2, label=method_label(name))
     ax.set_xticks(angles, [lbl[:18] for lbl in labels], fontsize=6)
     ax.tick_params(axis="y", labelsize=5)
+    allv = np.concatenate([np.asarray(v, float) for v in series.values()])
+    if np.isfinite(allv).any():  # zoom on the range of the scores: differences are a few points
+        ax.set_ylim(max(0, np.nanmin(allv) - 3), min(100, np.nanmax(allv) + 1))
 
 
 def _bars(ax, labels, series: dict[str, list[float]], colors: dict[str, str]):
@@ -153,7 +162,7 @@ def _bars(ax, labels, series: dict[str, list[float]], colors: dict[str, str]):
         ax.set_ylim(max(0, np.nanmin(allv) - 5), min(100, np.nanmax(allv) + 3))
 
 
-def _panels(groups: list[tuple[str, list[str], dict[str, list[float]]]], title: str, colors) -> Figure:
+def _panels(groups: list[tuple[str, list[str], dict[str, list[float]]]], title: str, colors) -> _Figure:
     """One radar (>= 3 axes) or bar panel (fewer axes) per group."""
     nrows, ncols = _grid(len(groups))
     fig = Figure(figsize=(3.6 * ncols, 3.4 * nrows))
@@ -171,7 +180,7 @@ def _panels(groups: list[tuple[str, list[str], dict[str, list[float]]]], title: 
     return fig
 
 
-def fig_heldout(table: pd.DataFrame) -> Figure:
+def fig_heldout(table: pd.DataFrame) -> _Figure:
     """Paper Fig. 4: score per topic on each held-out combination, one line (or bar) per method."""
     if table.empty:
         raise NoData("the split holds out no persona combination (no rows flagged heldout_persona)")
@@ -187,7 +196,7 @@ def fig_heldout(table: pd.DataFrame) -> Figure:
     return _panels(groups, "Held-out persona combinations: score ×100 per topic", colors)
 
 
-def fig_heterogeneity(table: pd.DataFrame) -> Figure:
+def fig_heterogeneity(table: pd.DataFrame) -> _Figure:
     """Paper Fig. 5: effect magnitude, topics x attributes, one heatmap per country."""
     if table.empty:
         raise NoData("no G=4 counterfactual pair in the survey cells")
@@ -208,7 +217,7 @@ def fig_heterogeneity(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig_taxonomy(shares: pd.DataFrame) -> Figure:
+def fig_taxonomy(shares: pd.DataFrame) -> _Figure:
     """Paper Fig. 6: stacked shares of aligned / flipped / stereotyping / erasure per method, one
     panel per country (and all countries pooled)."""
     if shares.empty:
@@ -229,12 +238,12 @@ def fig_taxonomy(shares: pd.DataFrame) -> Figure:
         ax.set_xticks(range(len(methods)), [method_label(m)[:14] for m in methods], rotation=45, ha="right", fontsize=6)
         ax.set_ylim(0, 1)
         ax.set_title(f"{c} ({int(part['effects'].max())} effects)", fontsize=8)
-    fig.legend(loc="upper right", fontsize=7)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=7)
     fig.suptitle("Misalignment taxonomy of attribute-topic effects", fontsize=10)
     return fig
 
 
-def fig_bubbles(changes: pd.DataFrame, method: str) -> Figure:
+def fig_bubbles(changes: pd.DataFrame, method: str) -> _Figure:
     """Paper App. B: change of the score (method - base) per country x attribute value, one panel
     per G; bubble area ~ |change|, red = improvement, blue = degradation."""
     part = changes[changes["method"] == method]
@@ -263,7 +272,7 @@ def fig_bubbles(changes: pd.DataFrame, method: str) -> Figure:
     return fig
 
 
-def fig_topic_radar(topics: pd.DataFrame, granularity: int, methods: list[str]) -> Figure:
+def fig_topic_radar(topics: pd.DataFrame, granularity: int, methods: list[str]) -> _Figure:
     """Paper App. C: per-topic score per country at one G, comparing ``methods``."""
     part = topics[(topics["granularity"] == granularity) & topics["method"].isin(methods)]
     if part.empty:
@@ -280,7 +289,7 @@ def fig_topic_radar(topics: pd.DataFrame, granularity: int, methods: list[str]) 
     return _panels(groups, f"Per-topic alignment (score ×100), G={granularity}", colors)
 
 
-def fig_fairness(table: pd.DataFrame) -> Figure:
+def fig_fairness(table: pd.DataFrame) -> _Figure:
     """Worst persona, mean and best persona score per method and country (personas of every G)."""
     part = table[table["granularity"] == "all"]
     if part.empty:
