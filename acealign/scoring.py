@@ -148,13 +148,10 @@ class OptionScorer:
                     f"positions, more than the model's context of {self.max_length}"
                 )
             encoded.append((p, opts))
-        # Sorting by token ids puts prompts with long common prefixes into the same batch.
-        order = sorted(range(len(encoded)), key=lambda i: encoded[i][0])
         out: list[torch.Tensor | None] = [None] * len(encoded)
         ctx = torch.enable_grad() if grad else torch.inference_mode()
         with ctx:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in self.plan_batches([p for p, _ in encoded]):
                 lls = self._score_batch([encoded[i][0] for i in idx], [encoded[i][1] for i in idx])
                 for i, ll in zip(idx, lls, strict=True):
                     out[i] = renormalize(ll)
@@ -168,6 +165,34 @@ class OptionScorer:
             out.append(p / p.sum())
         return out
 
+    def plan_batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Split request indices into batches, ordered to save work.
+
+        Two orderings are costed in tokens actually run (shared prefix once, then every row padded
+        to the batch's longest suffix): by token ids (prompts sharing a persona prefix together)
+        and by length (least padding when prompts share little). The cheaper one is used.
+        """
+        n, bs = len(prompts), self.batch_size
+        by_tokens = sorted(range(n), key=lambda i: prompts[i])
+        by_length = sorted(range(n), key=lambda i: (len(prompts[i]), prompts[i]))
+
+        def cost(order):
+            total = 0
+            for s in range(0, n, bs):
+                seqs = [prompts[i] for i in order[s : s + bs]]
+                L = self._shared_length(seqs)
+                total += L + len(seqs) * (max(len(q) for q in seqs) - L)
+            return total
+
+        best = min((by_tokens, by_length), key=cost)
+        return [best[s : s + bs] for s in range(0, n, bs)]
+
+    def _shared_length(self, prompts: Sequence[Sequence[int]]) -> int:
+        """Tokens of the batch's common prefix run once (each prompt keeps >= 1 token of its own)."""
+        if not self.prefix_sharing or len(prompts) < 2:
+            return 0
+        return min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+
     # -- one batch -----------------------------------------------------------------------------
     def _device(self):
         return next(self.model.parameters()).device
@@ -177,9 +202,7 @@ class OptionScorer:
         dev = self._device()
         B = len(prompts)
         lens = [len(p) for p in prompts]
-        # Shared prefix (leave >= 1 token per prompt for the batched pass).
-        L = _common_prefix_length(prompts) if (self.prefix_sharing and B > 1) else 0
-        L = min(L, min(lens) - 1)
+        L = self._shared_length(prompts)
         cache = None
         if L > 0:
             ids = torch.tensor([prompts[0][:L]], device=dev)

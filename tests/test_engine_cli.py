@@ -36,7 +36,7 @@ def test_prompt_json(tiny_dir, capsys):
                "--question", "Q43", "--persona", "gender=Female,residence=Rural", "--score", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["prompt"].startswith("<s>system\nYou are a female currently living in a rural area in Egypt.")
+    assert out["prompt"].startswith("<s>user\nYou are a female currently living in a rural area in Egypt.\n")
     assert out["prompt"].endswith("<s>assistant\n")
     assert out["options"] == ["1", "2", "3"]
     assert len(out["distribution"]) == 3 and sum(out["distribution"]) == pytest.approx(1.0)
@@ -47,7 +47,7 @@ def test_prompt_plain_readable(tiny_dir, capsys):
                "--question", "Q43", "--template", "bio", "--plain"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "Description: I am a person currently living in Egypt." in out and "Answer: " in out
+    assert "Description: I am living in Egypt.\n" in out and "Answer:\n" in out
 
 
 def test_prompt_ambiguous_question_asks_for_topic(tiny_dir, capsys):

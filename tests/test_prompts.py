@@ -40,13 +40,13 @@ def test_persona_g4_matches_paper_wording():
 @pytest.mark.parametrize(
     "persona, text",
     [
-        (Persona("united_states"), "You are a person currently living in the United States."),
-        (Persona("japan", gender="Male"), "You are a male currently living in Japan."),
-        (Persona("india", residence="Urban"), "You are a person currently living in an urban area in India."),
+        (Persona("united_states"), "You are living in the United States."),
+        (Persona("japan", gender="Male"), "You are a male living in Japan."),
+        (Persona("india", residence="Urban"), "You are currently living in an urban area in India."),
         (Persona("chile", education="College"),
-         "You are a person currently living in Chile. You have completed a college education."),
+         "You are living in Chile. You have completed a college education."),
         (Persona("chile", marital_status="Not_Married"),
-         "You are a person currently living in Chile. You are not married."),
+         "You are living in Chile. You are not married."),
     ],
 )
 def test_persona_every_granularity(persona, text):
@@ -67,18 +67,20 @@ def test_option_verbalizations_are_numbers_from_one():
 def test_plain_prompt_contents():
     p = Persona("germany", gender="Female")
     text = build_prompt(p, Q, "paper", chat=False)
-    assert text.startswith("You are a female currently living in Germany.\n\n")
-    assert "Do you agree that Germany is nice?" in text  # [COUNTRY] filled in
-    assert "\n1. label 0\n" in text and "\n11. label 10\n" in text
-    assert text.endswith("Answer with the number of one option only.\nAnswer: ")
+    assert text.startswith("You are a female living in Germany.\nPlease answer the following survey question")
+    assert "Question: Do you agree that Germany is nice?\n" in text  # [COUNTRY] filled in
+    assert "Options (scale from 1 to 11):\n1: label 0\n" in text and "\n11: label 10\n" in text
+    assert text.endswith("\n\nAnswer:\n")
+    scale = Question("wvs7", "t", "Q1", "Rate it.", (Option("1", "Bad"), Option("2", "2"), Option("3", "Good")))
+    assert "1: Bad\n2: Point 2 on scale\n3: Good\n" in build_prompt(p, scale, chat=False)
 
 
 def test_chat_prompt_uses_the_tokenizer_template():
     tok = tiny_tokenizer()
     p = Persona("egypt", residence="Rural")
     text = build_prompt(p, Q, "paper", tokenizer=tok, chat=True)
-    assert text.startswith("<s>system\nYou are a person currently living in a rural area in Egypt.</s>\n<s>user\n")
-    assert text.endswith("</s>\n<s>assistant\n")
+    assert text.startswith("<s>user\nYou are currently living in a rural area in Egypt.\nPlease answer")
+    assert text.endswith("Answer:</s>\n<s>assistant\n")
     assert build_prompt(p, Q, tokenizer=tok, chat=None) == text  # auto: chat template present
     with pytest.raises(ValueError, match="no chat template"):
         build_prompt(p, Q, tokenizer=tiny_tokenizer(chat=False), chat=True)
@@ -88,9 +90,11 @@ def test_all_templates_render_persona_and_question():
     p = Persona("egypt", gender="Male", marital_status="Married")
     for name in TEMPLATES:
         text = build_prompt(p, Q, name, chat=False)
-        assert "Egypt" in text and "11. label 10" in text, name
-    assert "Description: I am a male currently living in Egypt. I am married." in build_prompt(p, Q, "bio", chat=False)
-    assert "as if you were a male currently living in Egypt, who is married." in build_prompt(p, Q, "portray", chat=False)
+        assert "Egypt" in text and "11: label 10" in text and text.endswith("Answer:\n"), name
+    assert "Description: I am a male living in Egypt. I am married." in build_prompt(p, Q, "bio", chat=False)
+    assert "as if you were a male living in Egypt, who is married." in build_prompt(p, Q, "portray", chat=False)
+    g0 = build_prompt(Persona("egypt"), Q, "portray", chat=False)
+    assert "as if you were a person living in Egypt." in g0
     assert "anthropologist" in build_prompt(p, Q, "anthropological", chat=False)
     with pytest.raises(ValueError, match="unknown template"):
         build_prompt(p, Q, "nope")
@@ -104,5 +108,5 @@ def test_real_questions_render():
     for qkey in data.question_keys("united_states")[:5]:
         q = data.questions[qkey]
         text = build_prompt(Persona("united_states", gender="Female"), q, chat=False)
-        assert f"{q.n_options}. {q.options[-1].label.strip()}" in text
+        assert f"\n{q.n_options}: {q.options[-1].label.strip()}\n" in text
         assert "[COUNTRY]" not in text

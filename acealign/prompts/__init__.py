@@ -7,14 +7,7 @@ the model is asked to answer with an option number, and Eq. 2 scores that number
 from __future__ import annotations
 
 from ..survey import Persona, Question
-from .templates import (
-    INSTRUCTION,
-    OPTION_LINE,
-    PLAIN_ANSWER_CUE,
-    QUESTION_BLOCK,
-    TEMPLATES,
-    Template,
-)
+from .templates import OPTION_LINE, QUESTION_BLOCK, SCALE_POINT_LABEL, TEMPLATES, Template
 
 # Country ids whose English name takes "the" or is not simply the title-cased id.
 _COUNTRY_NAMES = {
@@ -42,11 +35,15 @@ def country_name(country: str) -> str:
     return " ".join(w if w in ("and", "of") else w.capitalize() for w in key.split("_"))
 
 
-def _who_and_where(persona: Persona) -> str:
-    """``a female currently living in a rural area in Egypt`` (G-dependent)."""
-    who = {"Female": "a female", "Male": "a male", None: "a person"}[persona.gender]
-    area = {"Rural": "a rural area in ", "Urban": "an urban area in ", None: ""}[persona.residence]
-    return f"{who} currently living in {area}{country_name(persona.country)}"
+def _who_and_where(persona: Persona, nobody: str = "") -> str:
+    """``a female currently living in a rural area in Egypt``; ``living in Egypt`` at G=0.
+
+    Same wording as the ACE-Align release's persona prompt.
+    """
+    who = {"Female": "a female ", "Male": "a male ", None: nobody}[persona.gender]
+    where = {"Rural": "currently living in a rural area in ", "Urban": "currently living in an urban area in ",
+             None: "living in "}[persona.residence]
+    return f"{who}{where}{country_name(persona.country)}"
 
 
 def _clauses(persona: Persona, subject: str) -> list[str]:
@@ -70,12 +67,13 @@ def verbalize_persona(persona: Persona, person: str = "second") -> str:
     completed a college education, and you are married." ``"first"``: the same with I/am.
     ``"as_if"``: a noun phrase for "as if you were ...".
     """
-    head = _who_and_where(persona)
     if person == "as_if":
+        head = _who_and_where(persona, nobody="a person ")
         rest = _clauses(persona, "who")
         return head + (", who " + " and ".join(rest) if rest else "")
     if person not in ("first", "second"):
         raise ValueError(f"person must be 'first', 'second' or 'as_if', got {person!r}")
+    head = _who_and_where(persona)
     subj, be = ("I", "am") if person == "first" else ("you", "are")
     text = f"{subj.capitalize()} {be} {head}."
     rest = [f"{subj} {c}" for c in _clauses(persona, subj)]
@@ -96,10 +94,15 @@ def question_block(question: Question, country: str | None = None) -> str:
     if country is not None:
         text = text.replace("[COUNTRY]", country_name(country))
     lines = "\n".join(
-        OPTION_LINE.format(number=v, label=o.label.strip())
+        OPTION_LINE.format(number=v, label=_option_label(o.label))
         for v, o in zip(option_verbalizations(question), question.options, strict=True)
     )
-    return QUESTION_BLOCK.format(text=text, options=lines, instruction=INSTRUCTION)
+    return QUESTION_BLOCK.format(text=text, k=question.n_options, options=lines)
+
+
+def _option_label(label: str) -> str:
+    label = label.strip()
+    return SCALE_POINT_LABEL.format(label=label) if label.isdigit() else label
 
 
 def get_template(template: str | Template) -> Template:
@@ -144,8 +147,8 @@ def build_prompt(
     """The exact text fed to the tokenizer; the option number is scored right after it.
 
     ``chat=True`` applies the tokenizer's chat template (system + user, then the assistant turn
-    header); ``chat=False`` gives a plain prompt (paragraphs ending in ``"Answer: "``) for base
-    models; ``chat=None`` picks chat when the tokenizer has a chat template. Without a tokenizer
+    header); ``chat=False`` gives a plain prompt (the messages' text, ending ``"Answer:\\n"``) for
+    base models; ``chat=None`` picks chat when the tokenizer has a chat template. Without a tokenizer
     the plain prompt is returned.
     """
     messages = prompt_messages(persona, question, template)
@@ -155,7 +158,7 @@ def build_prompt(
         if not has_chat_template(tokenizer):
             raise ValueError("the tokenizer has no chat template: use a plain prompt (chat=False)")
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n\n".join(m["content"] for m in messages) + "\n" + PLAIN_ANSWER_CUE
+    return "\n\n".join(m["content"] for m in messages) + "\n"
 
 
 __all__ = [

@@ -6,10 +6,12 @@ Fields are ``str.format`` strings. Placeholders:
 - ``{persona_first}``: the same in the first person ("I am a female currently living in ...").
 - ``{persona_as_if}``: a noun phrase ("a female currently living in ..., who is married").
 - ``{country}``: the country's name ("the United States").
-- ``{question}``: the question block (question text, numbered options, instruction).
+- ``{question}``: the question block (question text, numbered options), ending in the answer cue.
 
 ``system`` is sent as the chat system message (chat mode) or as the first paragraph (plain mode);
-``user`` is the user message. ``None`` means no system message.
+``user`` is the user message. ``None`` means no system message. Plain prompts end with a newline
+after the answer cue; chat prompts end with the assistant turn's header. Either way the option
+number is scored right after the prompt.
 """
 
 from __future__ import annotations
@@ -25,35 +27,40 @@ class Template:
     user: str
 
 
-# The question block shared by every template: text, numbered options, instruction.
-QUESTION_BLOCK = "Question: {text}\n\nOptions:\n{options}\n\n{instruction}"
-OPTION_LINE = "{number}. {label}"
-INSTRUCTION = "Answer with the number of one option only."
-# Plain (non-chat) prompts end with this cue; the option number follows it (" 1" reads naturally).
-PLAIN_ANSWER_CUE = "Answer: "
+# The question block shared by every template (the layout of the ACE-Align release's prompt).
+QUESTION_BLOCK = "Question: {text}\n\nOptions (scale from 1 to {k}):\n{options}\n\nAnswer:"
+OPTION_LINE = "{number}: {label}"
+# Options whose label is only a number (the middle of a 1-10 scale) read as a scale point.
+SCALE_POINT_LABEL = "Point {label} on scale"
+INSTRUCTION = (
+    "Please answer the following survey question, and ensure that your choice reflects the "
+    "persona described above. Do not add explanations or additional content. Respond with the "
+    "number of the option you choose."
+)
 
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in [
         Template(
             name="paper",
-            description="persona sentence as the system message (ACE-Align's persona-conditioned prompt)",
-            system="{persona}",
-            user="{question}",
+            description="the ACE-Align persona prompt: persona sentence, instruction, question",
+            system=None,
+            user="{persona}\n" + INSTRUCTION + "\n\n{question}",
         ),
         Template(
             name="anthropological",
             description="anthropological prompting (AlKhamissi et al. 2024): frame the respondent's "
             "cultural context before answering",
-            system="{persona}",
+            system=None,
             user=(
-                "You are taking part in a survey about social and cultural values. Before answering, "
-                "reflect as an anthropologist would on the cultural context of the respondent: the "
-                "norms, beliefs and traditions that are common in {country}; how your gender, "
-                "education, place of residence and marital status shape your everyday experience "
-                "there; the perspective of a member of this society (emic) rather than that of an "
-                "outside observer (etic); and avoid projecting the assumptions of other cultures "
-                "onto it (cultural relativism). Then answer as this respondent would.\n\n{question}"
+                "{persona}\n"
+                "You are taking part in a survey about social and cultural values. Approach the "
+                "question as an anthropologist would: consider the norms, beliefs and traditions "
+                "of {country}; how your gender, education, place of residence and marital status "
+                "shape your everyday experience there; the perspective of a member of this society "
+                "(emic) rather than that of an outside observer (etic); and do not project the "
+                "assumptions of other cultures onto it (cultural relativism). Then answer as this "
+                "respondent would. Respond with the number of the option you choose.\n\n{question}"
             ),
         ),
         Template(

@@ -1,0 +1,178 @@
+"""Benchmark the option-scoring engine against a plain reference scorer (same prompts, same process).
+
+Reference (as the original ACE-Align code does): one padded forward per batch with the full
+vocabulary logits at every position, then the first token of each option at the last prompt
+position. It only applies when every option is a single token, so agreement is checked on those
+prompts; speed is compared on all of them (the engine scores multi-token options completely,
+which costs it extra work the reference skips).
+
+    python benchmarks/bench_scoring.py [--prompts 200] [--batch-size 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def matmul_gflops(n: int = 1536, seconds: float = 2.0) -> float:
+    """Measured float32 GEMM rate of this process's threads: the practical peak we compare to."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def theoretical_gflops(threads: int) -> tuple[float | None, str]:
+    """cores x GHz x fp32 FLOPs/cycle from /proc/cpuinfo flags (2 FMA units assumed)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return None, "unknown CPU"
+    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    mhz = [float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    name = next((ln.split(":")[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    if not mhz:
+        return None, name
+    return threads * max(mhz) / 1000 * per_cycle, f"{name}, {per_cycle} fp32 FLOP/cycle/core"
+
+
+def build_requests(n: int, seed: int, tokenizer):
+    from acealign.personas import eligible_cells
+    from acealign.prompts import build_prompt, option_verbalizations
+    from acealign.scoring import ScoringRequest
+    from acealign.survey import load_survey
+
+    data = load_survey()
+    cells = eligible_cells(data).cells
+    cells = random.Random(seed).sample(cells, min(n, len(cells)))
+    reqs = []
+    for c in cells:
+        q = data.questions[c.question_key]
+        reqs.append(ScoringRequest(build_prompt(c.persona, q, tokenizer=tokenizer),
+                                   tuple(option_verbalizations(q))))
+    return reqs
+
+
+def reference_distributions(model, tok, requests, batch_size):
+    """Plain scorer: padded batch, full logits everywhere, first option token only."""
+    out = []
+    tok.padding_side = "left"
+    with torch.inference_mode():
+        for s in range(0, len(requests), batch_size):
+            batch = requests[s : s + batch_size]
+            enc = tok([r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            logits = model(**enc).logits  # (B, T, V): the LM head at every position
+            logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+            for b, r in enumerate(batch):
+                first = [tok(o, add_special_tokens=False)["input_ids"] for o in r.options]
+                if any(len(f) != 1 for f in first):
+                    out.append(None)
+                    continue
+                lp = logp[b, [f[0] for f in first]]
+                out.append(torch.softmax(lp, -1).double().numpy())
+    return out
+
+
+def model_flops_per_token(model) -> tuple[float, float]:
+    """(2 x non-embedding parameters, 2 x LM-head parameters): matmul FLOPs per token / per logit row."""
+    cfg = model.config
+    head = cfg.vocab_size * cfg.hidden_size
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight.numel()
+    body = total - emb - (0 if cfg.tie_word_embeddings else head)
+    return 2.0 * body, 2.0 * head
+
+
+def attention_flops(cfg, prompt_len: int) -> float:
+    # QK^T and AV over a causal prompt: 2 matmuls x 2 FLOPs x heads x head_dim x T^2 / 2, per layer
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers * 2 * cfg.num_attention_heads * hd * prompt_len**2
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from acealign.models import load_model
+    from acealign.scoring import OptionScorer
+
+    load_before = os.getloadavg()
+    model, tok = load_model(args.model)
+    reqs = build_requests(args.prompts, args.seed, tok)
+    scorer = OptionScorer(model, tok, batch_size=args.batch_size)
+    # warm-up (allocator, kernels) on a few prompts, not timed
+    scorer.distributions(reqs[:4])
+    reference_distributions(model, tok, reqs[:4], args.batch_size)
+
+    t0 = time.perf_counter()
+    eng = scorer.distributions(reqs)
+    t_eng = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = reference_distributions(model, tok, reqs, args.batch_size)
+    t_ref = time.perf_counter() - t0
+
+    both = [(e, r) for e, r in zip(eng, ref, strict=True) if r is not None]
+    max_diff = max(float(np.abs(e - r).max()) for e, r in both) if both else float("nan")
+    lens = [len(scorer.encode_prompt(r.prompt)) for r in reqs]
+    body, head = model_flops_per_token(model)
+    useful = np.mean([body * n + head + attention_flops(model.config, n) for n in lens])
+    peak = matmul_gflops()
+    theo, cpu = theoretical_gflops(torch.get_num_threads())
+    res = {
+        "engine_pps": len(reqs) / t_eng,
+        "reference_pps": len(reqs) / t_ref,
+        "ratio": t_ref / t_eng,
+        "max_abs_diff": max_diff,
+        "prompts": len(reqs),
+        "compared": len(both),
+        "mean_prompt_tokens": float(np.mean(lens)),
+        "gflop_per_prompt": useful / 1e9,
+        "engine_gflops": useful * len(reqs) / t_eng / 1e9,
+        "matmul_peak_gflops": peak,
+        "theoretical_peak_gflops": theo,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "load_avg_before": load_before[0],
+        "load_avg_after": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    res["fraction_of_matmul_peak"] = res["engine_gflops"] / peak
+    ok = max_diff <= 1e-4
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"prompts {len(reqs)} (agreement checked on {len(both)} with single-token options), "
+              f"mean {res['mean_prompt_tokens']:.0f} tokens, batch size {args.batch_size}, "
+              f"{res['threads']} threads, load avg {load_before[0]:.2f} -> {res['load_avg_after']:.2f}")
+        print(f"engine     {res['engine_pps']:7.2f} prompts/s")
+        print(f"reference  {res['reference_pps']:7.2f} prompts/s")
+        print(f"ratio      {res['ratio']:7.2f}x")
+        print(f"max |p_engine - p_reference| = {max_diff:.2e} ({'ok' if ok else 'ABOVE 1e-4'})")
+        print(f"useful work {res['gflop_per_prompt']:.2f} GFLOP/prompt -> engine {res['engine_gflops']:.1f} "
+              f"GFLOP/s = {100 * res['fraction_of_matmul_peak']:.0f}% of the measured fp32 matmul peak "
+              f"({peak:.1f} GFLOP/s)"
+              + (f"; theoretical peak ~{theo:.0f} GFLOP/s ({cpu})" if theo else ""))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
