@@ -25,6 +25,7 @@ cell (used for modal accuracy and effect fidelity).
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,15 +35,16 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .analyses.common import PREDICTION_COLUMNS, REFERENCE_METHODS, with_scores
+from .analyses.common import REFERENCE_METHODS, with_scores
 from .personas import DEFAULT_MIN_N, EligibleCell, eligible_cells
 from .report.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .splits import Split, combo_persona
-from .survey import ATTRIBUTES, DataError, Persona, SurveyData
+from .survey import DataError, Persona, SurveyData
 
 PREDICTIONS = "predictions.parquet"
 CELL_SCORES = "cell_scores.csv"
 EVAL_META = "eval.json"
+PARTIAL = "partial.parquet"  # the engine's checkpoint while scoring
 PROMPT_ALIASES = {"plain": "paper"}
 
 
@@ -96,32 +98,16 @@ def evaluation_cells(
 
 
 def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, preds) -> pd.DataFrame:
-    """The predictions table (PREDICTION_COLUMNS + eval_question, heldout_persona) of ``cells``."""
+    """The predictions table of ``cells`` (:func:`acealign.scoring.predictions_frame`, i.e.
+    PREDICTION_COLUMNS) plus the split flags ``eval_question`` and ``heldout_persona``."""
+    from .scoring import predictions_frame as engine_frame
+
     if len(preds) != len(cells):
         raise ValueError(f"{len(preds)} predictions for {len(cells)} cells")
-    rows = []
-    for ec, pred in zip(cells, preds, strict=True):
-        c, p = ec.cell, ec.cell.persona
-        q = data.questions[c.question_key]
-        rows.append(
-            {
-                "method": method,
-                "country": p.country,
-                "question_key": c.question_key,
-                "dataset": q.dataset,
-                "topic": q.topic,
-                "question_id": q.question_id,
-                "persona": p.key,
-                "granularity": p.granularity,
-                **{a: getattr(p, a) for a in ATTRIBUTES},
-                "n": c.n,
-                "survey_counts": [int(x) for x in c.counts],
-                "pred": [float(x) for x in pred],
-                "eval_question": ec.eval_question,
-                "heldout_persona": ec.heldout_persona,
-            }
-        )
-    return pd.DataFrame(rows, columns=[*PREDICTION_COLUMNS, "eval_question", "heldout_persona"])
+    frame = engine_frame(data, [ec.cell for ec in cells], preds, method)
+    frame["eval_question"] = [ec.eval_question for ec in cells]
+    frame["heldout_persona"] = [ec.heldout_persona for ec in cells]
+    return frame
 
 
 def reference_predictions(
@@ -239,7 +225,8 @@ def evaluate(
     ``model``: a name or path for :func:`acealign.models.load_model`, or an already loaded
     ``(model, tokenizer)`` pair. ``prompt``: ``plain`` (the paper's persona prompt) or any template
     of :mod:`acealign.prompts` (``anthropological`` ...). Resumable: cells already scored in an
-    interrupted run are not scored again (the engine's partial file is kept beside the output).
+    interrupted run are not scored again (the engine checkpoints to ``<method>/partial.parquet``),
+    and a finished evaluation with the same settings is returned without loading the model.
     """
     from . import prompts, scoring
 
@@ -252,21 +239,8 @@ def evaluate(
     if not cells:
         raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
     directory = Path(out_dir) / method
-    if isinstance(model, tuple):
-        mdl, tok = model
-        model_name = getattr(getattr(mdl, "config", None), "name_or_path", "model")
-    else:
-        from .models import load_model
-
-        mdl, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-        model_name = str(model)
-    preds = scoring.score_cells(
-        mdl, tok, data, [ec.cell for ec in cells], template=template,
-        partial_path=directory / "partial.parquet", batch_size=batch_size, progress=progress,
-    )
-    frame = predictions_frame(data, cells, method, preds)
-    result = write_predictions(frame, directory, {
-        "model": model_name,
+    settings = {
+        "model": _model_name(model),
         "adapter": None if adapter is None else str(adapter),
         "prompt": prompt,
         "split": None if split_path is None else str(split_path),
@@ -274,9 +248,50 @@ def evaluate(
         "data": data.source,
         "granularities": list(granularities),
         "min_n": min_n,
-    })
-    (directory / "partial.parquet").unlink(missing_ok=True)
+    }
+    done = _finished(directory, settings, cells)
+    if done is not None:
+        return done
+    if isinstance(model, tuple):
+        mdl, tok = model
+    else:
+        from .models import load_model
+
+        mdl, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    preds = scoring.score_cells(
+        mdl, tok, data, [ec.cell for ec in cells], template=template,
+        partial_path=directory / PARTIAL, batch_size=batch_size, progress=progress,
+    )
+    result = write_predictions(predictions_frame(data, cells, method, preds), directory, settings)
+    (directory / PARTIAL).unlink(missing_ok=True)
     return result
+
+
+def _model_name(model) -> str:
+    if isinstance(model, tuple):
+        cfg = getattr(model[0], "config", None)
+        return str(getattr(cfg, "_name_or_path", "") or type(model[0]).__name__)
+    return str(model)
+
+
+def _finished(directory: Path, settings: dict, cells: list[EvalCell]) -> EvalResult | None:
+    """The result of a finished earlier run with the same settings and cells, else None; a
+    finished run with other settings is an error (delete the folder to redo it)."""
+    pred_path, meta_path = directory / PREDICTIONS, directory / EVAL_META
+    if not (pred_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON ({e.msg})", meta_path, e.lineno) from None
+    differ = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
+    if differ:
+        what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+        raise DataError(f"already evaluated with other settings ({what}); delete the folder to redo it", directory)
+    frame = pd.read_parquet(pred_path)
+    if set(zip(frame["persona"], frame["question_key"], strict=True)) != {(ec.cell.persona.key, ec.cell.question_key) for ec in cells}:
+        raise DataError("already evaluated on other cells; delete the folder to redo it", directory)
+    return EvalResult(str(frame["method"].iloc[0]), directory, pred_path, directory / CELL_SCORES, frame)
 
 
 def _default_method_name(adapter, prompt: str) -> str:

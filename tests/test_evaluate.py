@@ -124,3 +124,39 @@ def test_default_method_names(tmp_path):
     assert ev._default_method_name(None, "plain") == "base"
     assert ev._default_method_name(None, "anthropological") == "anthropological"
     assert ev._default_method_name(tmp_path / "ace" / "adapter", "plain") == "ace"
+
+
+def test_evaluate_with_a_tiny_model_is_resumable(tmp_path, monkeypatch):
+    from acealign import scoring
+    from acealign.testing import tiny_model_and_tokenizer
+
+    data = tiny_survey()
+    sp = split()
+    model = tiny_model_and_tokenizer(seed=1)
+    res = ev.evaluate(model, prompt="plain", data=data, split=sp, out_dir=tmp_path, granularities=(1, 4),
+                      method_name="tiny", progress=False)
+    frame = pd.read_parquet(res.predictions)
+    validate_predictions(frame, res.predictions)
+    # q3: 8 G=1 personas + 15 eligible G=4 ones; the held-out combination on q1 and q2.
+    assert len(frame) == 8 + 15 + 2 and frame["method"].unique().tolist() == ["tiny"]
+    assert np.allclose([sum(p) for p in frame["pred"]], 1.0)
+    assert not (tmp_path / "tiny" / "partial.parquet").exists()
+    meta = json.loads((tmp_path / "tiny" / "eval.json").read_text())
+    assert meta["prompt"] == "plain" and meta["granularities"] == [1, 4]
+    # Same settings again: the finished result is returned without scoring anything.
+    monkeypatch.setattr(scoring, "score_cells", lambda *a, **k: pytest.fail("scored again"))
+    again = ev.evaluate(model, prompt="plain", data=data, split=sp, out_dir=tmp_path, granularities=(1, 4),
+                        method_name="tiny", progress=False)
+    assert np.allclose(np.stack(again.table["pred"]), np.stack(frame["pred"]))
+    with pytest.raises(DataError, match="other settings"):
+        ev.evaluate(model, prompt="anthropological", data=data, split=sp, out_dir=tmp_path,
+                    granularities=(1, 4), method_name="tiny", progress=False)
+    with pytest.raises(ValueError, match="reserved"):
+        ev.evaluate(model, data=data, split=sp, out_dir=tmp_path, method_name="noise-ceiling")
+
+
+def test_prediction_columns_agree_with_the_engine():
+    from acealign import scoring
+    from acealign.analyses.common import PREDICTION_COLUMNS
+
+    assert scoring.PREDICTION_COLUMNS == PREDICTION_COLUMNS
