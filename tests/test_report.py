@@ -10,7 +10,7 @@ import pytest
 from acealign import evaluate as ev
 from acealign.analyses.common import with_scores
 from acealign.cli import main
-from acealign.report import build_report, load_predictions
+from acealign.report import build_report, load_predictions, read_manifest, update_manifest
 from acealign.splits import make_question_split
 from acealign.survey import DataError, load_survey
 
@@ -113,3 +113,14 @@ def test_cli_eval_references(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"country-marginal", "noise-ceiling"}
     assert all(r["granularity"] == 1 and r["country"] == "egypt" for r in rows)
     assert main(["eval", "--split", str(split), "--out", str(tmp_path), "--granularity", "5"]) == 2
+
+
+def test_update_manifest(tmp_path):
+    update_manifest(tmp_path, name="r", slice={"countries": ["egypt"]})
+    m = update_manifest(tmp_path, wall_time_s=12.5)
+    assert m == read_manifest(tmp_path) == {
+        "format": "acealign-run/1", "name": "r", "slice": {"countries": ["egypt"]}, "wall_time_s": 12.5
+    }
+    (tmp_path / "run.json").write_text("{oops")
+    with pytest.raises(DataError, match="run.json:1: invalid JSON"):
+        read_manifest(tmp_path)

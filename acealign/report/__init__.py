@@ -10,6 +10,7 @@ from .build import (
     find_predictions,
     load_predictions,
     read_manifest,
+    update_manifest,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "find_predictions",
     "load_predictions",
     "read_manifest",
+    "update_manifest",
 ]

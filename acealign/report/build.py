@@ -136,6 +136,20 @@ def read_manifest(run_dir) -> dict | None:
     return obj
 
 
+def update_manifest(run_dir, **fields) -> dict:
+    """Merge ``fields`` into ``RUN_DIR/run.json`` (created if absent), atomically; returns it.
+
+    For the run job: e.g. ``update_manifest(run, name=..., profile="quick", model="default",
+    data=str(data_dir), split="split.json", slice={"countries": [...], "eval_questions": 12,
+    "description": "..."}, methods=[...], seed=0, device="cpu")`` at the start, and
+    ``wall_time_s=..., peak_memory_mb=...`` at the end. Fields: :data:`MANIFEST_FIELDS`.
+    """
+    manifest = read_manifest(run_dir) or {"format": "acealign-run/1"}
+    manifest.update(fields)
+    atomic_write_json(Path(run_dir) / MANIFEST, manifest)
+    return manifest
+
+
 # -- analyses ----------------------------------------------------------------------------------------
 
 
@@ -421,11 +435,18 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
 MAX_INLINE_ROWS = 40
 
 
-def _fmt(v) -> str:
+# Columns that are fractions or distances (3 decimals); scores x100 get 2.
+FINE_COLUMNS = {
+    "modal_accuracy", "d_modal_accuracy", "flipped_share", "cdf_distance", "no_effect", "noise_floor",
+    "p_value", "dm", "dd", "magnitude", "aligned", "flipped", "stereotyping", "erasure",
+}
+
+
+def _fmt(v, column: str = "") -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return ""
     if isinstance(v, (float, np.floating)):
-        return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}"
+        return f"{v:.3f}" if column in FINE_COLUMNS else f"{v:.2f}"
     return str(v)
 
 
@@ -436,7 +457,7 @@ def markdown_table(table: pd.DataFrame, max_rows: int | None = None) -> str:
     cols = list(shown.columns)
     lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for rec in shown.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in rec) + " |")
+        lines.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(rec, cols, strict=True)) + " |")
     return "\n".join(lines)
 
 
@@ -445,7 +466,7 @@ def _html_table(table: pd.DataFrame) -> str:
         return "<p><em>(no rows)</em></p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in rec) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v, c))}</td>" for v, c in zip(rec, table.columns, strict=True)) + "</tr>"
         for rec in table.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

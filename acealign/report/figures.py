@@ -54,7 +54,7 @@ def fig_table1(avg: pd.DataFrame) -> _Figure:
     methods = method_order(models["method"].unique())
     gs = sorted(avg["granularity"].unique())
     colors = _colors(methods)
-    fig = Figure(figsize=(1.6 + 1.4 * len(gs) * max(1, len(methods)) / 3, 3.6))
+    fig = Figure(figsize=(max(6.0, 1.6 + 1.4 * len(gs) * max(1, len(methods)) / 3), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
@@ -86,7 +86,7 @@ def fig_fidelity(fid: pd.DataFrame) -> _Figure:
     models = avg[~avg["method"].isin(["no-effect", "noise-floor"])]
     methods = method_order(models["method"].unique())
     colors = _colors(methods)
-    fig = Figure(figsize=(1.5 + 0.8 * len(methods), 3.4))
+    fig = Figure(figsize=(max(4.5, 1.5 + 0.8 * len(methods)), 3.4))
     ax = fig.subplots()
     vals = models.set_index("method").reindex(methods)["cdf_distance"]
     ax.bar(range(len(methods)), vals, color=[colors[m] for m in methods])
@@ -297,7 +297,7 @@ def fig_fairness(table: pd.DataFrame) -> _Figure:
     countries = sorted(part["country"].unique())
     methods = method_order(part["method"].unique())
     colors = _colors(methods)
-    fig = Figure(figsize=(1.5 + 1.0 * len(countries) * max(1, len(methods)) / 3, 3.6))
+    fig = Figure(figsize=(max(6.0, 1.5 + 1.0 * len(countries) * max(1, len(methods)) / 3), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
