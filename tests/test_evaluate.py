@@ -160,3 +160,26 @@ def test_prediction_columns_agree_with_the_engine():
     from acealign.analyses.common import PREDICTION_COLUMNS
 
     assert scoring.PREDICTION_COLUMNS == PREDICTION_COLUMNS
+
+
+def test_pairs_from_predictions_match_the_survey_pairs():
+    """Fidelity's pairs (formed inside a predictions table) are exactly acealign.pairs' pairs, and
+    its no-effect reference equals acealign.references' on the same questions (real data)."""
+    from pathlib import Path
+
+    from acealign.analyses import fidelity
+    from acealign.references import pair_references
+    from acealign.splits import make_question_split
+    from acealign.survey import load_survey
+
+    data = load_survey(Path(__file__).resolve().parents[2] / "shared" / "data" / "surveys")
+    egypt = data.subset(countries=["egypt"])
+    sp = make_question_split(egypt, eval_frac=0.2, seed=0)
+    frame = ev.reference_predictions(egypt, ev.evaluation_cells(egypt, sp, (4,)), "country-marginal")
+    got = fidelity.effect_fidelity(frame, n_boot=5).set_index(["method", "country"])
+    ref = pair_references(egypt, question_keys=sp.eval_questions, n_boot=5)[-1]
+    assert ref["attribute"] == "all"
+    assert got.loc[("no-effect", "egypt"), "pairs"] == ref["pairs"] > 100
+    assert got.loc[("no-effect", "egypt"), "cdf_distance"] == pytest.approx(ref["no_effect"])
+    # The country marginal predicts no persona effect at all: it sits exactly at the no-effect line.
+    assert got.loc[("country-marginal", "egypt"), "cdf_distance"] == pytest.approx(ref["no_effect"])
