@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as _Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analyses.common import method_label, method_order
@@ -35,9 +36,20 @@ def png_bytes(fig: _Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+# One colour per method id in every figure; other method ids take the spare colours in order.
+METHOD_COLORS = {
+    "base": "#7f7f7f", "anthropological": "#9467bd", "anchor": "#8c564b", "causal": "#2ca02c",
+    "ace": "#d62728", "distribution": "#1f77b4", "ace+distribution": "#ff7f0e",
+    "country-marginal": "#17becf", "noise-ceiling": "#000000",
+}
+_SPARE = ["#bcbd22", "#e377c2", "#aec7e8", "#98df8a", "#c5b0d5", "#c49c94"]
+
+
 def _colors(methods) -> dict[str, str]:
-    palette = ["#7f7f7f", "#9467bd", "#ff7f0e", "#2ca02c", "#d62728", "#1f77b4", "#8c564b", "#17becf", "#bcbd22"]
-    return {m: palette[i % len(palette)] for i, m in enumerate(method_order(methods))}
+    out, spare = {}, iter(_SPARE * 10)
+    for m in method_order(methods):
+        out[m] = METHOD_COLORS.get(m) or next(spare)
+    return out
 
 
 def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
@@ -54,7 +66,7 @@ def fig_table1(avg: pd.DataFrame) -> _Figure:
     methods = method_order(models["method"].unique())
     gs = sorted(avg["granularity"].unique())
     colors = _colors(methods)
-    fig = Figure(figsize=(max(6.0, 1.6 + 1.4 * len(gs) * max(1, len(methods)) / 3), 3.6))
+    fig = Figure(figsize=(min(14.0, max(6.0, 1.6 + 1.4 * len(gs) * max(1, len(methods)) / 3)), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
@@ -174,8 +186,9 @@ def _panels(groups: list[tuple[str, list[str], dict[str, list[float]]]], title: 
             ax = fig.add_subplot(nrows, ncols, i + 1)
             _bars(ax, labels, series, colors)
         ax.set_title(name, fontsize=9)
-        if i == 0:
-            ax.legend(fontsize=6, loc="lower left", bbox_to_anchor=(-0.25, -0.35))
+    handles = [Line2D([], [], color=c, lw=2, label=method_label(m)) for m, c in colors.items()
+               if any(m in series for _, _, series in groups)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=7)
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -297,7 +310,7 @@ def fig_fairness(table: pd.DataFrame) -> _Figure:
     countries = sorted(part["country"].unique())
     methods = method_order(part["method"].unique())
     colors = _colors(methods)
-    fig = Figure(figsize=(max(6.0, 1.5 + 1.0 * len(countries) * max(1, len(methods)) / 3), 3.6))
+    fig = Figure(figsize=(min(14.0, max(6.0, 1.5 + 1.0 * len(countries) * max(1, len(methods)) / 3)), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
