@@ -195,7 +195,7 @@ def validate_config(cfg: dict) -> None:
             raise ValueError(f"{k} must be positive, got {v}")
     for k, v in {"train.max_steps": t["max_steps"], "train.checkpoint_every": t["checkpoint_every"],
                  "data.max_pairs": cfg["data"]["max_pairs"], "optim.warmup_steps": o["warmup_steps"],
-                 "optim.max_grad_norm": o["max_grad_norm"]}.items():
+                 "optim.max_grad_norm": o["max_grad_norm"], "lora.top_layers": lora["top_layers"]}.items():
         if v < 0:
             raise ValueError(f"{k} must be >= 0, got {v}")
     if not 0 <= lora["dropout"] < 1:
@@ -268,7 +268,7 @@ def training_pairs(data: SurveyData, split, cfg: dict) -> list[CounterfactualPai
             f"no training pairs: no question of the split's training side has both ends with "
             f">= {d['min_n']} respondents in {', '.join(countries)}"
         )
-    return subsample(pairs, d["max_pairs"], cfg["seed"])
+    return subsample(pairs, d["max_pairs"], cfg["seed"], by_question=d["group_by_question"])
 
 
 def check_no_eval_cells(split, pairs: Sequence[CounterfactualPair]) -> None:
@@ -288,12 +288,33 @@ def check_no_eval_cells(split, pairs: Sequence[CounterfactualPair]) -> None:
                                 f"{s.key} on it is {side}: refusing to train on it")
 
 
-def subsample(items: list, n: int, seed: int) -> list:
-    """``n`` items chosen with a seeded RNG, kept in their original order (all when n=0 or more)."""
-    if n <= 0 or n >= len(items):
-        return list(items)
-    idx = np.sort(np.random.default_rng([seed, 7]).choice(len(items), size=n, replace=False))
-    return [items[i] for i in idx]
+def subsample(pairs: list, n: int, seed: int, by_question: bool = False) -> list:
+    """``n`` pairs chosen with a seeded RNG, kept in their original order (all when n=0 or more).
+
+    ``by_question``: take whole (country, question) groups in a seeded order (the last one cut),
+    so that pair ends shared between pairs can be scored once per micro-batch.
+    """
+    if n <= 0 or n >= len(pairs):
+        return list(pairs)
+    rng = np.random.default_rng([seed, 7])
+    if not by_question:
+        idx = np.sort(rng.choice(len(pairs), size=n, replace=False))
+        return [pairs[i] for i in idx]
+    groups = question_groups(pairs)
+    chosen: list[int] = []
+    for g in rng.permutation(len(groups)):
+        chosen += groups[g][: n - len(chosen)]
+        if len(chosen) == n:
+            break
+    return [pairs[i] for i in sorted(chosen)]
+
+
+def question_groups(pairs: Sequence[CounterfactualPair]) -> list[list[int]]:
+    """Indices of the pairs of each (country, question), in first-seen order."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((p.s1.country, p.question_key), []).append(i)
+    return list(groups.values())
 
 
 def validation_pairs(data: SurveyData, split, cfg: dict) -> list[CounterfactualPair]:
@@ -321,9 +342,19 @@ def pairs_digest(pairs: Sequence[CounterfactualPair]) -> str:
     return h.hexdigest()[:16]
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The order of the ``n`` pairs in ``epoch``: a permutation seeded by (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n).tolist()
+def epoch_order(n: int, seed: int, epoch: int, groups: list[list[int]] | None = None) -> list[int]:
+    """The order of the ``n`` pairs in ``epoch``: a permutation seeded by (seed, epoch).
+
+    With ``groups`` (:func:`question_groups`), the groups are shuffled and each group's pairs are
+    shuffled, but a group's pairs stay together.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if groups is None:
+        return rng.permutation(n).tolist()
+    out: list[int] = []
+    for g in rng.permutation(len(groups)):
+        out += [groups[g][i] for i in rng.permutation(len(groups[g]))]
+    return out
 
 
 def step_batches(order: list[int], batch_size: int, grad_accum: int, n_proc: int) -> list[list[list[int]]]:
@@ -336,13 +367,20 @@ def step_batches(order: list[int], batch_size: int, grad_accum: int, n_proc: int
 # ---------------------------------------------------------------------------------------------
 # Model, optimizer, schedule
 # ---------------------------------------------------------------------------------------------
-def lora_config(cfg: dict):
+def lora_config(cfg: dict, model=None):
     from peft import LoraConfig
 
     lo = cfg["lora"]
+    layers = None
+    if lo["top_layers"]:
+        n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if not isinstance(n, int):
+            raise ValueError("lora.top_layers needs a model config with num_hidden_layers")
+        layers = list(range(max(0, n - lo["top_layers"]), n))
     return LoraConfig(
         r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
-        target_modules=list(lo["target_modules"]), bias="none", task_type="CAUSAL_LM",
+        target_modules=list(lo["target_modules"]), layers_to_transform=layers, bias="none",
+        task_type="CAUSAL_LM",
     )
 
 
@@ -351,7 +389,7 @@ def add_lora(model, cfg: dict):
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, lora_config(cfg))
+        return get_peft_model(model, lora_config(cfg, model))
     except ValueError as e:
         raise ValueError(f"lora.target_modules {cfg['lora']['target_modules']}: {e}") from None
 
@@ -698,7 +736,8 @@ def train(
     stopped = False
     while state.epoch < tcfg["epochs"] and not stopped:
         weights = epoch_weights(cfg, state.epoch)
-        steps = step_batches(epoch_order(len(pairs), seed, state.epoch), tcfg["batch_size"],
+        groups = question_groups(pairs) if cfg["data"]["group_by_question"] else None
+        steps = step_batches(epoch_order(len(pairs), seed, state.epoch, groups), tcfg["batch_size"],
                              tcfg["grad_accum"], n_proc)
         while state.step_in_epoch < len(steps):
             if tcfg["max_steps"] and state.global_step >= tcfg["max_steps"]:
@@ -762,13 +801,9 @@ def _train_step(micro_batches, pairs, req1, req0, weights, scorer, model, params
     sums = dict.fromkeys(("loss", *TERMS), 0.0)
     n_mb = max(1, len(micro_batches))
     for mb in micro_batches:
-        reqs = [r for i in mb for r in (req1[i], req0[i])]
         with accelerator.autocast():
-            log_probs = scorer.log_probs(reqs, grad=True)
-        lp = [x.float() for x in log_probs]
-        terms = pair_terms(lp[0::2], lp[1::2], [pairs[i].counts1 for i in mb],
-                           [pairs[i].counts0 for i in mb])
-        loss = combined_loss(terms, weights)
+            loss, terms = batch_loss([pairs[i] for i in mb], [req1[i] for i in mb],
+                                     [req0[i] for i in mb], weights, scorer)
         accelerator.backward(loss / n_mb)
         sums["loss"] += loss.item() / n_mb
         for k, v in terms.items():
@@ -784,6 +819,26 @@ def _train_step(micro_batches, pairs, req1, req0, weights, scorer, model, params
         t = torch.tensor(list(sums.values()), device=accelerator.device)
         sums = dict(zip(sums, accelerator.reduce(t, "mean").tolist(), strict=True))
     return sums
+
+
+def batch_loss(pairs, req1, req0, weights, scorer, dedup: bool = True):
+    """Objective of one micro-batch: ``(loss, {term: value})`` with gradients attached.
+
+    ``dedup``: a persona end shared by several pairs (same persona, same question) is scored
+    once; its log-probs then enter the loss wherever it appears (same value, same gradient).
+    """
+    if dedup:
+        slot: dict = {}
+        idx1 = [slot.setdefault(r, len(slot)) for r in req1]
+        idx0 = [slot.setdefault(r, len(slot)) for r in req0]
+        unique = list(slot)
+    else:
+        unique = list(req1) + list(req0)
+        idx1, idx0 = list(range(len(req1))), list(range(len(req1), len(unique)))
+    lp = [x.float() for x in scorer.log_probs(unique, grad=True)]
+    terms = pair_terms([lp[j] for j in idx1], [lp[j] for j in idx0],
+                       [p.counts1 for p in pairs], [p.counts0 for p in pairs])
+    return combined_loss(terms, weights), terms
 
 
 def _average_gradients(params, accelerator) -> None:

@@ -292,3 +292,61 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data_dir, split, capsys):
                      "--out", str(tmp_path / "r"), "--set", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "optim.lrr" in err and len(err.strip().splitlines()) == 1
+
+
+# -- cheaper variants: grouped order, shared ends scored once, top layers only ----------------
+def test_group_by_question_order_and_subsample(tiny_data, split):
+    cfg = T.resolve_config(None, ["data.min_n=1", "data.max_pairs=10", "data.group_by_question=true"])
+    pairs = T.training_pairs(tiny_data, split, cfg)
+    groups = T.question_groups(pairs)
+    # Whole questions first: at most one group is cut.
+    all_pairs = T.training_pairs(tiny_data, split, T.resolve_config(None, ["data.min_n=1"]))
+    full = {tuple(sorted((p.s1.key, p.attribute) for p in all_pairs
+                         if (p.s1.country, p.question_key) == (pairs[g[0]].s1.country, pairs[g[0]].question_key)))
+            for g in groups}
+    sizes = sorted(len(g) for g in groups)
+    assert len(pairs) == 10 and sum(len(x) > s for x, s in zip(sorted(full, key=len), sizes, strict=True)) <= 1
+    order = T.epoch_order(len(pairs), 0, 0, groups)
+    assert sorted(order) == list(range(len(pairs)))
+    # Each group's pairs are contiguous in the order.
+    where = {i: k for k, g in enumerate(groups) for i in g}
+    runs = [where[i] for i in order]
+    assert len([k for j, k in enumerate(runs) if j == 0 or runs[j - 1] != k]) == len(groups)
+
+
+def test_shared_ends_scored_once_give_the_same_loss_and_gradient(tiny_data, split):
+    from acealign.scoring import OptionScorer
+
+    cfg = T.resolve_config(None, ["data.min_n=1", "model.chat=false"])
+    pairs = T.training_pairs(tiny_data, split, cfg)
+    groups = T.question_groups(pairs)
+    # The pairs of one question toggling away from one persona share that end (s0).
+    base = pairs[groups[0][0]].s0
+    mb = [pairs[i] for i in groups[0] if pairs[i].s0 == base or pairs[i].s1 == base]
+    model, tok = tiny_model_and_tokenizer()
+    model = T.add_lora(model, T.resolve_config(None, ["lora.dropout=0.0"]))
+    # Make the adapter non-trivial so that gradients reach both LoRA matrices.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    req = T.make_requests(tiny_data, [(p.s1, p.question_key) for p in mb]
+                          + [(p.s0, p.question_key) for p in mb], tok, cfg)
+    req1, req0 = req[: len(mb)], req[len(mb):]
+    assert len(mb) >= 2 and len(set(req)) < len(req)
+    scorer = OptionScorer(model, tok)
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for dedup in (True, False):
+        loss, terms = T.batch_loss(mb, req1, req0, {"anchor": 1.0, "causal": 1.0}, scorer, dedup)
+        results.append((loss.detach(), torch.autograd.grad(loss, params)))
+    (la, ga), (lb, gb) = results
+    assert torch.allclose(la, lb, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ga, gb, strict=True))
+
+
+def test_top_layers_puts_lora_on_the_last_layers_only():
+    model, _ = tiny_model_and_tokenizer()  # 2 layers
+    peft_model = T.add_lora(model, T.resolve_config(None, ["lora.top_layers=1"]))
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in n for n in names)
