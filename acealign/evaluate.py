@@ -243,7 +243,7 @@ def evaluate(
         "model": _model_name(model),
         "adapter": None if adapter is None else str(adapter),
         "prompt": prompt,
-        "split": None if split_path is None else str(split_path),
+        "split": None if split_path is None else str(Path(split_path).resolve()),
         "split_kind": split.kind,
         "data": data.source,
         "granularities": list(granularities),

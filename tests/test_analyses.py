@@ -301,3 +301,26 @@ def test_fairness():
     c = ch[ch.granularity == "1"].iloc[0]
     # ace persona means (1.0 + 1.0)/2 = 100 and 90: worst 90 (+50), gap 10 (-35), accuracy 1 (+1/3).
     assert (c.d_worst, c.d_gap, c.d_modal_accuracy) == pytest.approx((50.0, -35.0, 1 / 3))
+
+
+def test_seeds_are_merged_into_their_method(two_countries):
+    from acealign.analyses import seeds
+
+    s0 = two_countries[two_countries.method == "ace"].assign(method="ace-s0")
+    s1 = two_countries[two_countries.method == "base"].assign(method="ace-s1")  # seed 1 = base preds
+    df = pd.concat([two_countries[two_countries.method == "base"], s0, s1], ignore_index=True)
+    assert seeds.seed_groups(df["method"].unique()) == {"ace": ["ace-s0", "ace-s1"]}
+    merged = seeds.merge_seeds(df)
+    assert sorted(merged["method"].unique()) == ["ace", "base"]
+    scores = table1.country_scores(merged, n_boot=0).set_index(["method", "country"])["score"]
+    # egypt: cells (1.0 + 0.7)/2 and (0.8 + 1.0)/2 -> 87.5 = mean of the seeds' 90 and 85.
+    assert scores.loc[("ace", "egypt")] == pytest.approx(87.5)
+    assert scores.loc[("ace", "chile")] == pytest.approx(75.0)  # (90 + 60)/2
+    e = merged[(merged.method == "ace") & (merged.question_id == "q1") & (merged.country == "egypt")]
+    assert list(e["pred"].item()) == pytest.approx([0.65, 0.35])  # mean of (0.8,0.2) and (0.5,0.5)
+    spread = seeds.seed_spread(df).iloc[0]
+    # Table-1 averages: seed 0 (90 + 90)/2 = 90, seed 1 (85 + 60)/2 = 72.5.
+    assert (spread["mean"], spread["std"]) == pytest.approx((81.25, np.std([90, 72.5], ddof=1)))
+    assert spread["per_seed"] == "90.00 / 72.50"
+    # A name whose base is itself a method stays as it is.
+    assert seeds.seed_groups(["ace", "ace-s1"]) == {}

@@ -28,6 +28,7 @@ from ..analyses import (
     fairness,
     fidelity,
     heterogeneity,
+    seeds,
     table1,
     taxonomy,
     tiers,
@@ -241,8 +242,10 @@ def build_report(
     if not paths:
         raise DataError(f"no {PREDICTIONS} under the run directory (expected eval/<method>/{PREDICTIONS})", run_dir)
     manifest = read_manifest(run_dir)
-    df = load_predictions(paths)
+    raw = load_predictions(paths)
+    df = seeds.merge_seeds(raw)  # ace-s0, ace-s1, ... -> ace (mean over seeds)
     t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed)
+    t["seed_spread"] = seeds.seed_spread(raw)
     tier_map = load_tiers(tiers_path)
 
     fig_png: dict[str, bytes | None] = {}
@@ -356,7 +359,9 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
          ("averages", "Average over countries with 95% CI", L(t["averages"])),
          ("paired_tests", f"{method_label(primary)} vs each baseline: paired difference, CI, sign-flip p-value",
           L(L(t["paired_tests"], "baseline"), "primary")),
-         ("country_scores", "Per-country scores with CIs", L(t["country_scores"]))],
+         ("country_scores", "Per-country scores with CIs", L(t["country_scores"])),
+         ("seed_spread", "Training seeds (methods run with several seeds are shown as their mean above)",
+          L(t["seed_spread"]))],
         [("table1", "Average score per G with CIs; dashed/dotted: noise ceiling / country marginal")],
     ))
     secs.append(Section(
