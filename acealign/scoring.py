@@ -76,6 +76,10 @@ def _continuation_rows(options: Sequence[tuple[int, ...]]) -> list[tuple[int, ..
     return sorted(p for p in needed if not any(q != p and q[: len(p)] == p for q in needed))
 
 
+# Fixed cost of one forward pass, in token-equivalents (keeps the planner from tiny batches).
+_BATCH_OVERHEAD_TOKENS = 8
+
+
 class OptionScorer:
     """Score the options of many prompts with a causal LM (Eq. 2-3).
 
@@ -166,26 +170,52 @@ class OptionScorer:
         return out
 
     def plan_batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Split request indices into batches, ordered to save work.
+        """Split request indices into batches of at most ``batch_size``, ordered to save work.
 
-        Two orderings are costed in tokens actually run (shared prefix once, then every row padded
-        to the batch's longest suffix): by token ids (prompts sharing a persona prefix together)
-        and by length (least padding when prompts share little). The cheaper one is used.
+        Cost of a batch, in tokens run: its shared prefix once, plus every row padded to the
+        longest suffix. Prompts sorted by token ids put shared prefixes (chat header, persona,
+        instruction) next to each other; batch boundaries are then chosen by dynamic programming
+        so that batches do not straddle two prefix groups. That plan is compared with fixed-size
+        batches of length-sorted prompts (least padding when prompts share little); the cheaper
+        plan is used.
         """
         n, bs = len(prompts), self.batch_size
-        by_tokens = sorted(range(n), key=lambda i: prompts[i])
+        if n == 0:
+            return []
+        order = sorted(range(n), key=lambda i: prompts[i])
+        seqs = [prompts[i] for i in order]
+        lens = [len(q) for q in seqs]
+        # lcp[k] = common prefix of seqs[k-1] and seqs[k]; in sorted order the common prefix of a
+        # range is the minimum over its adjacent pairs.
+        lcp = [0] + [_common_prefix_length([seqs[k - 1], seqs[k]]) for k in range(1, n)]
+        best = [0.0] + [float("inf")] * n
+        cut = [0] * (n + 1)
+        for j in range(1, n + 1):  # batch = seqs[i:j]
+            shared, longest, shortest = 1 << 30, 0, 1 << 30
+            for i in range(j - 1, max(0, j - bs) - 1, -1):
+                longest, shortest = max(longest, lens[i]), min(shortest, lens[i])
+                if i < j - 1:
+                    shared = min(shared, lcp[i + 1])
+                m = j - i
+                L = 0 if (m < 2 or not self.prefix_sharing) else min(shared, shortest - 1)
+                c = best[i] + L + m * (longest - L) + _BATCH_OVERHEAD_TOKENS
+                if c < best[j]:
+                    best[j], cut[j] = c, i
+        batches, j = [], n
+        while j > 0:
+            batches.append(order[cut[j] : j])
+            j = cut[j]
+        batches.reverse()
+
         by_length = sorted(range(n), key=lambda i: (len(prompts[i]), prompts[i]))
-
-        def cost(order):
-            total = 0
-            for s in range(0, n, bs):
-                seqs = [prompts[i] for i in order[s : s + bs]]
-                L = self._shared_length(seqs)
-                total += L + len(seqs) * (max(len(q) for q in seqs) - L)
-            return total
-
-        best = min((by_tokens, by_length), key=cost)
-        return [best[s : s + bs] for s in range(0, n, bs)]
+        fixed = [by_length[s : s + bs] for s in range(0, n, bs)]
+        fixed_cost = sum(
+            self._shared_length([prompts[i] for i in b]) + len(b) * (
+                max(len(prompts[i]) for i in b) - self._shared_length([prompts[i] for i in b]))
+            + _BATCH_OVERHEAD_TOKENS
+            for b in fixed
+        )
+        return batches if best[n] <= fixed_cost else fixed
 
     def _shared_length(self, prompts: Sequence[Sequence[int]]) -> int:
         """Tokens of the batch's common prefix run once (each prompt keeps >= 1 token of its own)."""
@@ -370,8 +400,7 @@ def score_cells(
 
         bar = tqdm(total=len(set(keys)), initial=len(set(keys)) - len(todo), unit="cell", desc="scoring")
     try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
+        for chunk in _persona_chunks(todo, chunk_size):
             reqs = [_cell_request(data, c, tname, tokenizer, chat) for _, c in chunk]
             for (k, _), p in zip(chunk, scorer.distributions(reqs), strict=True):
                 done[k] = p
@@ -383,6 +412,19 @@ def score_cells(
         if bar is not None:
             bar.close()
     return [done[k] for k in keys]
+
+
+def _persona_chunks(items, size: int):
+    """Chunks of about ``size`` (key, cell) items, cut only between personas (sorted input), so
+    each persona's prompts are scored together and share their prefix."""
+    chunk: list = []
+    for item in items:
+        if len(chunk) >= size and item[0][0] != chunk[-1][0][0]:
+            yield chunk
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        yield chunk
 
 
 def predictions_frame(data, cells, preds, method: str = "base"):

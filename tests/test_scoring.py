@@ -167,3 +167,18 @@ def test_real_default_model_scores_real_prompts():
     ll = manual_log_probs(model, tok, reqs[1].prompt, ("1", "10"))
     assert np.log(dists[1][0] / dists[1][9]) == pytest.approx(ll[0] - ll[1], abs=1e-4)
     assert not np.allclose(dists[0], dists[1])  # the persona changes the answer distribution
+
+
+def test_batch_plan_keeps_prefix_groups_together(tiny):
+    model, tok = tiny
+    scorer = OptionScorer(model, tok, batch_size=4)
+    # two prefix groups of 3 prompts (long shared prefixes), interleaved in the input
+    a = [[1] * 30 + [5, k] for k in range(3)]
+    b = [[2] * 30 + [6, k] for k in range(3)]
+    prompts = [a[0], b[0], a[1], b[1], a[2], b[2]]
+    plan = scorer.plan_batches(prompts)
+    assert sorted(sorted(x) for x in plan) == [[0, 2, 4], [1, 3, 5]]
+    # prompts sharing nothing: grouped by length so that little padding is run
+    flat = [[3] * n for n in (5, 50, 6, 51)]
+    plan = OptionScorer(model, tok, batch_size=2).plan_batches(flat)
+    assert sorted(sorted(x) for x in plan) == [[0, 2], [1, 3]]
