@@ -1,0 +1,46 @@
+"""``acealign run``: the whole job (split -> train -> evaluate -> report), thin over acealign.pipeline."""
+
+from __future__ import annotations
+
+from . import add_data_option
+
+
+def register(subparsers) -> None:
+    from ..pipeline import PROFILES, TRAINED_METHODS
+
+    p = subparsers.add_parser(
+        "run",
+        help="the main job: split, train each method, evaluate, report (resumable)",
+        description="Split the data, train every method, evaluate them with the baselines and "
+        "references, and build the report, all under one run directory. Give the same command "
+        "again to continue a killed run.",
+    )
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+                   help="quick: ~15 min on a 2-core CPU (default); full: the paper's protocol, for a GPU")
+    p.add_argument("--model", default="default", metavar="NAME_OR_DIR",
+                   help="base model: default (SmolLM2-135M-Instruct), a hub id or a directory")
+    add_data_option(p)
+    p.add_argument("--countries", metavar="LIST", help="comma-separated countries (default: the profile's)")
+    p.add_argument("--methods", metavar="LIST",
+                   help=f"trained methods (default: {','.join(TRAINED_METHODS)})")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<profile>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+
+def _list(text):
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def cmd_run(args) -> int:
+    from ..pipeline import run_pipeline
+
+    out = args.out or f"runs/{args.profile}"
+    run_pipeline(
+        out, args.profile, model=args.model, data_dir=args.data, device=args.device,
+        dtype=args.dtype, methods=_list(args.methods), countries=_list(args.countries),
+        progress=not args.no_progress,
+    )
+    return 0

@@ -1,0 +1,233 @@
+"""The main job: split -> train each method -> evaluate -> report, under one run directory.
+
+Every step writes its outputs atomically and is skipped when already done, so a killed run
+continues where it stopped when the same command is given again:
+
+    RUN/run.json                    manifest (profile, slice, methods, timings)
+    RUN/split.json                  the split every later step uses
+    RUN/train/<method>[-s<seed>]/   training runs (adapter/, epoch-K/, checkpoints/, log.jsonl)
+    RUN/eval/<method>/              predictions.parquet, cell_scores.csv, eval.json
+    RUN/report/                     report.html, report.md, tables/, figures/
+
+Profiles are plain data (:data:`PROFILES`). ``quick`` is sized for a 2-core CPU in about 15
+minutes; its training settings were chosen on the validation questions of the training side
+(see README, "Choosing the quick settings"), never on evaluation questions. ``full`` is the
+paper's protocol on all data and three seeds, meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .survey import DataError, SurveyData, load_survey
+
+TRAINED_METHODS = ("anchor", "causal", "ace", "distribution", "ace+distribution")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    countries: tuple[str, ...] | None  # None: every country of the data
+    eval_frac: float = 0.2
+    validation_frac: float = 0.1
+    heldout: tuple[str, ...] = ("Female_College_Urban_Married", "Male_No_College_Rural_Not_Married")
+    granularities: tuple[int, ...] = (1, 2, 3, 4)
+    min_n: int = 10
+    methods: tuple[str, ...] = TRAINED_METHODS
+    prompt_baselines: tuple[str, ...] = ("anthropological",)
+    seeds: tuple[int, ...] = (0,)
+    split_seed: int = 0
+    # Training config overrides (dotted keys of acealign/config/train.toml).
+    train: dict = field(default_factory=dict)
+    eval_batch_size: int = 16
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        description=(
+            "two countries of different resource tiers (Egypt: WVS, 12 topics; Germany: ISSP), "
+            "20% of the questions held out for evaluation (stratified by topic, seed 0) and 10% of "
+            "the rest for validation, the paper's two held-out G=4 persona combinations; each "
+            "method trained on a seeded subsample of G=4 counterfactual pairs, one epoch per "
+            "objective stage, on CPU"
+        ),
+        countries=("egypt", "germany"),
+        train={
+            "data.max_pairs": 160,
+            "train.batch_size": 8,
+            "optim.lr": 2e-4,
+            "train.checkpoint_every": 5,
+        },
+    ),
+    "full": Profile(
+        name="full",
+        description=(
+            "the paper's protocol on all data: every country, 20% of the questions held out "
+            "(stratified by topic), the paper's two held-out G=4 combinations, every G=4 "
+            "counterfactual pair, lr 2e-5, 2 epochs, 3 seeds; intended for a GPU (--device cuda)"
+        ),
+        countries=None,
+        seeds=(0, 1, 2),
+        train={"train.mixed_precision": "bf16"},
+        eval_batch_size=64,
+    ),
+}
+
+
+def _say(msg: str) -> None:
+    print(f"[acealign run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def make_split(data: SurveyData, profile: Profile, path: Path):
+    """The run's split: a question split plus held-out G=4 persona combinations (reused if saved)."""
+    from .splits import Split, make_question_split
+
+    if path.exists():
+        return Split.load(path)
+    split = make_question_split(
+        data, eval_frac=profile.eval_frac, validation_frac=profile.validation_frac,
+        seed=profile.split_seed, countries=profile.countries,
+    )
+    split.heldout_personas = list(profile.heldout)
+    split.save(path)
+    return split
+
+
+def run_name(method: str, seed: int, profile: Profile) -> str:
+    return method if len(profile.seeds) == 1 else f"{method}-s{seed}"
+
+
+def run_pipeline(
+    out,
+    profile: str | Profile = "quick",
+    *,
+    model: str = "default",
+    data_dir=None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    methods=None,
+    countries=None,
+    progress: bool = True,
+) -> dict:
+    """Run (or continue) the whole job into ``out``; returns the manifest."""
+    from .evaluate import evaluate, write_references
+    from .report.build import build_report, update_manifest
+    from .train import resolve_config, train
+
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if methods:
+        unknown = [m for m in methods if m not in TRAINED_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(TRAINED_METHODS)})")
+        prof = Profile(**{**asdict(prof), "methods": tuple(methods)})
+    if countries:
+        prof = Profile(**{**asdict(prof), "countries": tuple(countries)})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    data = load_survey(data_dir)
+    if prof.countries is not None:
+        missing = [c for c in prof.countries if c not in data.countries]
+        if missing:
+            raise DataError(
+                f"profile {prof.name!r} uses {', '.join(prof.countries)} but the data has "
+                f"{', '.join(data.countries)}; pass --countries",
+                data.source,
+            )
+        data = data.subset(countries=prof.countries)
+
+    split_path = out / "split.json"
+    split = make_split(data, prof, split_path)
+    update_manifest(
+        out, name=out.name, profile=prof.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=model, data=str(data.source), split="split.json", device=device,
+        methods=["base", *prof.prompt_baselines, *prof.methods], seed=list(prof.seeds),
+        slice={
+            "countries": data.countries,
+            "train_questions": len(split.train_questions),
+            "validation_questions": len(split.validation_questions),
+            "eval_questions": len(split.eval_questions),
+            "heldout_personas": split.heldout_personas,
+            "granularities": list(prof.granularities),
+            "min_n": prof.min_n,
+            "max_pairs": prof.train.get("data.max_pairs", 0),
+            "training": {k: v for k, v in prof.train.items()},
+            "description": prof.description,
+        },
+    )
+    _say(f"profile {prof.name}: {', '.join(data.countries)}; {len(split.train_questions)} train / "
+         f"{len(split.validation_questions)} validation / {len(split.eval_questions)} eval questions")
+
+    eval_dir = out / "eval"
+    write_references(data, split, eval_dir, prof.granularities, prof.min_n)
+    stages = [("base", None, "plain")] + [(p, None, p) for p in prof.prompt_baselines]
+    adapters: list[tuple[str, Path]] = []
+
+    # Train every method (and seed); each run resumes from its own checkpoints.
+    total = len(prof.methods) * len(prof.seeds)
+    i = 0
+    loaded = None
+    for method in prof.methods:
+        for seed in prof.seeds:
+            i += 1
+            name = run_name(method, seed, prof)
+            run_dir = out / "train" / name
+            adapter = run_dir / "adapter"
+            adapters.append((name, adapter))
+            if (adapter / "adapter_config.json").exists():
+                _say(f"[{i}/{total}] train {name}: done already")
+                continue
+            overrides = [f"method={_toml(method)}", f"seed={seed}", f"model.name={_toml(model)}",
+                         f"model.dtype={_toml(dtype)}", f"data.min_n={prof.min_n}"]
+            overrides += [f"{k}={_toml(v)}" for k, v in prof.train.items()]
+            cfg = resolve_config(None, overrides)
+            cfg["data"]["split"] = str(split_path.resolve())
+            resume = (run_dir / "checkpoints").exists()
+            _say(f"[{i}/{total}] train {name}" + (" (resuming)" if resume else ""))
+            if loaded is None:
+                from .models import load_model
+
+                loaded = load_model(model, device=device, dtype=dtype)
+            # A fresh copy of the base weights per method: LoRA wraps the model in place.
+            mdl, tok = _fresh(loaded, model, device, dtype)
+            train(cfg, run_dir, data=data, split=split, resume=resume, progress=progress,
+                  model=mdl, tokenizer=tok)
+
+    stages += [(name, adapter, "plain") for name, adapter in adapters]
+    for j, (name, adapter, prompt) in enumerate(stages, 1):
+        _say(f"[{j}/{len(stages)}] evaluate {name}")
+        evaluate(model, adapter, prompt, data=data, split=split, out_dir=eval_dir,
+                 granularities=prof.granularities, min_n=prof.min_n, method_name=name,
+                 device=device, dtype=dtype, batch_size=prof.eval_batch_size, progress=progress,
+                 split_path=split_path)
+
+    _say("report")
+    wall = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    manifest = update_manifest(out, wall_time_s=round(wall, 1), peak_memory_mb=round(peak_mb, 1))
+    report = build_report(out)
+    _say(f"done in {wall / 60:.1f} min (peak memory {peak_mb:.0f} MiB): {report.html}")
+    return manifest
+
+
+def _fresh(loaded, model, device, dtype):
+    """Base model + tokenizer, not yet wrapped by peft (the first call reuses the loaded copy)."""
+    import copy
+
+    mdl, tok = loaded
+    return copy.deepcopy(mdl), tok
+
+
+def _toml(v) -> str:
+    import json
+
+    return json.dumps(v)
