@@ -1,0 +1,163 @@
+"""Benchmark training throughput: the trainer's step against a plain reference loop, same pairs.
+
+Both sides start from the same base model and the same LoRA initialization (peft, paper settings
+r=8, alpha=16, all attention and MLP projections; dropout off so the two losses can be compared) and optimize the same objective (Eq. 14 with
+alpha = beta = 1, so both the anchor and the causal terms are computed) with AdamW, one optimizer
+step per batch of pairs. Steps alternate (trainer, reference, trainer, ...) on the same batches,
+so that a change in machine load hits both.
+
+- trainer: :func:`acealign.train.batch_loss`, i.e. :class:`acealign.scoring.OptionScorer` with
+  ``grad=True`` (LM head only where needed, shared prompt prefixes run once, one prompt pass for
+  all options) and persona ends shared by pairs of a batch scored once;
+- reference: for each pair and each of its two ends, one padded batch of K sequences
+  (prompt + option tokens), full logits at every position, option log-likelihoods summed and
+  renormalized (Eq. 2-3); no prefix reuse, no sharing.
+
+The first batch's losses must agree (same model, same objective); the script checks that.
+
+    python benchmarks/bench_training.py [--pairs 24] [--batch-size 4] [--countries egypt]
+        [--model default] [--group-by-question] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+
+import torch
+
+
+def reference_log_probs(model, scorer, requests) -> list[torch.Tensor]:
+    """Plain Eq. 2-3: one padded forward of K (prompt + option) rows per request, full logits."""
+    device = next(model.parameters()).device
+    out = []
+    for r in requests:
+        prompt = scorer.encode_prompt(r.prompt)
+        options = [scorer.encode_option(o) for o in r.options]
+        rows = [prompt + list(o) for o in options]
+        width = max(len(x) for x in rows)
+        ids = torch.full((len(rows), width), scorer.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, x in enumerate(rows):  # right padding: prompts align at position 0
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        lls = []
+        for i, o in enumerate(options):
+            pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(o), device=device)
+            lls.append(logp[i, pos, torch.tensor(o, device=device)].sum())
+        ll = torch.stack(lls)
+        out.append(ll - torch.logsumexp(ll, dim=0))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="survey tables (default: ../shared/data/surveys)")
+    ap.add_argument("--split", help="split JSON (default: a question split, seed 0, made here)")
+    ap.add_argument("--countries", default="egypt", help="comma-separated countries (egypt)")
+    ap.add_argument("--pairs", type=int, default=24, help="training pairs, seeded sample (24)")
+    ap.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step (4)")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--group-by-question", action="store_true",
+                    help="sample whole questions (pairs share ends: the trainer scores them once)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from acealign import train as T
+    from acealign.models import load_model
+    from acealign.objectives import combined_loss, pair_terms
+    from acealign.scoring import OptionScorer
+    from acealign.splits import Split, make_question_split
+    from acealign.survey import load_survey
+
+    countries = [c.strip() for c in args.countries.split(",") if c.strip()]
+    cfg = T.resolve_config(None, [
+        f"data.countries={json.dumps(countries)}", f"data.max_pairs={args.pairs}",
+        f"seed={args.seed}", f"data.group_by_question={str(args.group_by_question).lower()}",
+        # No dropout, so that both sides compute the same loss (checked on the first batch);
+        # dropout does not change the amount of work.
+        "lora.dropout=0.0",
+    ])
+    data = load_survey(args.data)
+    split = Split.load(args.split) if args.split else make_question_split(data, 0.2, 0.15, seed=0)
+    pairs = T.training_pairs(data, split, cfg)
+    base, tok = load_model(args.model)
+    torch.manual_seed(args.seed)
+    trainer_model = T.add_lora(base, cfg)
+    ref_model = copy.deepcopy(trainer_model)  # same LoRA init
+    for m in (trainer_model, ref_model):
+        m.train()
+    scorer = OptionScorer(trainer_model, tok, batch_size=16)
+    ref_tok = OptionScorer(ref_model, tok)  # tokenization helpers only
+    opt_t = torch.optim.AdamW([p for p in trainer_model.parameters() if p.requires_grad], lr=2e-5)
+    opt_r = torch.optim.AdamW([p for p in ref_model.parameters() if p.requires_grad], lr=2e-5)
+    weights = {"anchor": 1.0, "causal": 1.0}
+
+    requests = T.make_requests(data, [(p.s1, p.question_key) for p in pairs]
+                               + [(p.s0, p.question_key) for p in pairs], tok, cfg)
+    req1, req0 = requests[: len(pairs)], requests[len(pairs):]
+    order = T.epoch_order(len(pairs), args.seed, 0,
+                          T.question_groups(pairs) if args.group_by_question else None)
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+
+    times = {"trainer": 0.0, "reference": 0.0}
+    first_losses = None
+    unique_ends = 0
+    for b, mb in enumerate(batches):
+        mp = [pairs[i] for i in mb]
+        t0 = time.perf_counter()
+        loss_t, _ = T.batch_loss(mp, [req1[i] for i in mb], [req0[i] for i in mb], weights, scorer)
+        loss_t.backward()
+        opt_t.step()
+        opt_t.zero_grad(set_to_none=True)
+        times["trainer"] += time.perf_counter() - t0
+        unique_ends += len({req1[i] for i in mb} | {req0[i] for i in mb})
+
+        t0 = time.perf_counter()
+        lp1 = reference_log_probs(ref_model, ref_tok, [req1[i] for i in mb])
+        lp0 = reference_log_probs(ref_model, ref_tok, [req0[i] for i in mb])
+        terms = pair_terms(lp1, lp0, [p.counts1 for p in mp], [p.counts0 for p in mp])
+        loss_r = combined_loss(terms, weights)
+        loss_r.backward()
+        opt_r.step()
+        opt_r.zero_grad(set_to_none=True)
+        times["reference"] += time.perf_counter() - t0
+        if first_losses is None:
+            first_losses = (loss_t.item(), loss_r.item())
+        print(f"batch {b + 1}/{len(batches)}: trainer {times['trainer']:.1f}s, "
+              f"reference {times['reference']:.1f}s (cumulative)", file=sys.stderr, flush=True)
+
+    n = len(pairs)
+    result = {
+        "model": args.model, "countries": countries, "pairs": n, "batch_size": args.batch_size,
+        "group_by_question": args.group_by_question,
+        "prompts_per_pair_trainer": round(unique_ends / n, 3), "prompts_per_pair_reference": 2.0,
+        "mean_options": round(sum(len(r.options) for r in requests) / len(requests), 2),
+        "threads": torch.get_num_threads(),
+        "trainer_pairs_per_s": n / times["trainer"], "reference_pairs_per_s": n / times["reference"],
+        "speedup": times["reference"] / times["trainer"],
+        "first_batch_loss": {"trainer": first_losses[0], "reference": first_losses[1]},
+    }
+    if abs(first_losses[0] - first_losses[1]) > 1e-3 * max(1.0, abs(first_losses[1])):
+        print(f"losses disagree: {first_losses}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{n} pairs ({result['mean_options']} options on average), batch {args.batch_size}, "
+              f"{result['threads']} threads")
+        print(f"trainer:   {result['trainer_pairs_per_s']:.3f} pairs/s "
+              f"({result['prompts_per_pair_trainer']} prompt passes per pair)")
+        print(f"reference: {result['reference_pairs_per_s']:.3f} pairs/s (2 ends x K option rows, full logits)")
+        print(f"speedup:   {result['speedup']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
