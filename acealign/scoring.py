@@ -66,6 +66,19 @@ def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def _batch_cost(rows: int, shared: int, longest: int) -> float:
+    """Token-equivalents run by one batch: the shared prefix once (its own pass), then every row
+    padded to the longest suffix."""
+    if shared <= 0:
+        return rows * longest + _PASS_OVERHEAD_TOKENS
+    return shared + _PASS_OVERHEAD_TOKENS + rows * (longest - shared) + _PASS_OVERHEAD_TOKENS
+
+
+def _sharing_pays(rows: int, shared: int) -> bool:
+    """A separate prefix pass saves (rows - 1) x shared tokens and costs one more pass."""
+    return shared > 0 and (rows - 1) * shared > _PASS_OVERHEAD_TOKENS
+
+
 def _continuation_rows(options: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
     """Token paths to run after the prompt so every token of every option gets its log-probability.
 
@@ -76,8 +89,10 @@ def _continuation_rows(options: Sequence[tuple[int, ...]]) -> list[tuple[int, ..
     return sorted(p for p in needed if not any(q != p and q[: len(p)] == p for q in needed))
 
 
-# Fixed cost of one forward pass, in token-equivalents (keeps the planner from tiny batches).
-_BATCH_OVERHEAD_TOKENS = 8
+# Fixed cost of one forward pass, in token-equivalents: a pass runs ~15 ops per layer whatever
+# its size, and small matmuls run far below peak on CPU, so tiny batches and short shared
+# prefixes do not pay off.
+_PASS_OVERHEAD_TOKENS = 48
 
 
 class OptionScorer:
@@ -198,7 +213,8 @@ class OptionScorer:
                     shared = min(shared, lcp[i + 1])
                 m = j - i
                 L = 0 if (m < 2 or not self.prefix_sharing) else min(shared, shortest - 1)
-                c = best[i] + L + m * (longest - L) + _BATCH_OVERHEAD_TOKENS
+                L = L if _sharing_pays(m, L) else 0
+                c = best[i] + _batch_cost(m, L, longest)
                 if c < best[j]:
                     best[j], cut[j] = c, i
         batches, j = [], n
@@ -210,18 +226,19 @@ class OptionScorer:
         by_length = sorted(range(n), key=lambda i: (len(prompts[i]), prompts[i]))
         fixed = [by_length[s : s + bs] for s in range(0, n, bs)]
         fixed_cost = sum(
-            self._shared_length([prompts[i] for i in b]) + len(b) * (
-                max(len(prompts[i]) for i in b) - self._shared_length([prompts[i] for i in b]))
-            + _BATCH_OVERHEAD_TOKENS
+            _batch_cost(len(b), self._shared_length([prompts[i] for i in b]),
+                        max(len(prompts[i]) for i in b))
             for b in fixed
         )
         return batches if best[n] <= fixed_cost else fixed
 
     def _shared_length(self, prompts: Sequence[Sequence[int]]) -> int:
-        """Tokens of the batch's common prefix run once (each prompt keeps >= 1 token of its own)."""
+        """Tokens of the batch's common prefix run once (each prompt keeps >= 1 token of its own);
+        0 when a separate prefix pass would not pay for itself."""
         if not self.prefix_sharing or len(prompts) < 2:
             return 0
-        return min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+        L = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+        return L if _sharing_pays(len(prompts), L) else 0
 
     # -- one batch -----------------------------------------------------------------------------
     def _device(self):
