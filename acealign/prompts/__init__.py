@@ -7,7 +7,15 @@ the model is asked to answer with an option number, and Eq. 2 scores that number
 from __future__ import annotations
 
 from ..survey import Persona, Question
-from .templates import OPTION_LINE, QUESTION_BLOCK, SCALE_POINT_LABEL, TEMPLATES, Template
+from .templates import (
+    ANSWER_CUE,
+    OPTION_LINE,
+    QUESTION_BLOCK,
+    QUESTION_BODY,
+    SCALE_POINT_LABEL,
+    TEMPLATES,
+    Template,
+)
 
 # Country ids whose English name takes "the" or is not simply the title-cased id.
 _COUNTRY_NAMES = {
@@ -88,8 +96,11 @@ def option_verbalizations(question: Question) -> list[str]:
     return [str(k) for k in range(1, question.n_options + 1)]
 
 
-def question_block(question: Question, country: str | None = None) -> str:
-    """Question text, numbered options and the instruction (``[COUNTRY]`` filled in when known)."""
+def question_block(question: Question, country: str | None = None, cue: bool = True) -> str:
+    """Question text, numbered options and the answer cue (``[COUNTRY]`` filled in when known).
+
+    ``cue=False``: without the answer cue (for templates that put the persona after the question).
+    """
     text = question.text.strip()
     if country is not None:
         text = text.replace("[COUNTRY]", country_name(country))
@@ -97,7 +108,8 @@ def question_block(question: Question, country: str | None = None) -> str:
         OPTION_LINE.format(number=v, label=_option_label(o.label))
         for v, o in zip(option_verbalizations(question), question.options, strict=True)
     )
-    return QUESTION_BLOCK.format(text=text, k=question.n_options, options=lines)
+    block = QUESTION_BLOCK if cue else QUESTION_BODY
+    return block.format(text=text, k=question.n_options, options=lines)
 
 
 def _option_label(label: str) -> str:
@@ -125,6 +137,8 @@ def prompt_messages(persona: Persona, question: Question, template: str | Templa
         "persona_as_if": verbalize_persona(persona, "as_if"),
         "country": country_name(persona.country),
         "question": question_block(question, persona.country),
+        "question_body": question_block(question, persona.country, cue=False),
+        "answer_cue": ANSWER_CUE,
     }
     messages = []
     if t.system is not None:
