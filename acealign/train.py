@@ -600,6 +600,7 @@ class TrainResult:
     last_loss: float | None
     evals: dict
     seconds: float
+    main_process: bool = True  # False on the other processes of a multi-process run
 
 
 def train(
@@ -646,7 +647,10 @@ def train(
     elif (out / "checkpoints").exists() or (out / "adapter").exists():
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or another --out")
 
-    accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"])
+    # cpu=True without a GPU: Accelerate then forms a gloo process group under a launcher
+    # (accelerate launch / torchrun), so multi-process CPU runs work as multi-GPU ones do.
+    accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"],
+                              cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
 
     # 2. Data: the training side of the split only.
@@ -774,7 +778,8 @@ def train(
             if stop_after is not None and steps_this_call >= stop_after:
                 bar.close()
                 return TrainResult(out, out / "adapter", len(pairs), state.global_step,
-                                   state.epoch, last_loss, state.evals, time.perf_counter() - t0)
+                                   state.epoch, last_loss, state.evals, time.perf_counter() - t0,
+                                   main)
             if epoch_done:
                 break
     bar.close()
@@ -792,7 +797,7 @@ def train(
         evaluate("after")
     accelerator.wait_for_everyone()
     return TrainResult(out, out / "adapter", len(pairs), state.global_step, state.epoch,
-                       last_loss, state.evals, time.perf_counter() - t0)
+                       last_loss, state.evals, time.perf_counter() - t0, main)
 
 
 def _train_step(micro_batches, pairs, req1, req0, weights, scorer, model, params, optimizer,

@@ -17,6 +17,8 @@ The first batch's losses must agree (same model, same objective); the script che
 
     python benchmarks/bench_training.py [--pairs 24] [--batch-size 4] [--countries egypt]
         [--model default] [--group-by-question] [--json]
+
+On a shared CPU set OMP_NUM_THREADS=1 (oversubscribed OpenMP threads slow both sides ~10x).
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ def reference_log_probs(model, scorer, requests) -> list[torch.Tensor]:
             ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
         lls = []
         for i, o in enumerate(options):
             pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(o), device=device)
-            lls.append(logp[i, pos, torch.tensor(o, device=device)].sum())
+            logp = torch.log_softmax(logits[i, pos].float(), dim=-1)
+            lls.append(logp[torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum())
         ll = torch.stack(lls)
         out.append(ll - torch.logsumexp(ll, dim=0))
     return out
@@ -120,16 +122,21 @@ def main(argv=None) -> int:
         unique_ends += len({req1[i] for i in mb} | {req0[i] for i in mb})
 
         t0 = time.perf_counter()
-        lp1 = reference_log_probs(ref_model, ref_tok, [req1[i] for i in mb])
-        lp0 = reference_log_probs(ref_model, ref_tok, [req0[i] for i in mb])
-        terms = pair_terms(lp1, lp0, [p.counts1 for p in mp], [p.counts0 for p in mp])
-        loss_r = combined_loss(terms, weights)
-        loss_r.backward()
+        # Pair by pair (the batch loss is the mean of the per-pair losses, so the gradient is
+        # the same): full logits of K rows per end would not fit in memory for a whole batch.
+        loss_r = 0.0
+        for i, p in zip(mb, mp, strict=True):
+            lp1 = reference_log_probs(ref_model, ref_tok, [req1[i]])
+            lp0 = reference_log_probs(ref_model, ref_tok, [req0[i]])
+            terms = pair_terms(lp1, lp0, [p.counts1], [p.counts0])
+            loss_i = combined_loss(terms, weights) / len(mb)
+            loss_i.backward()
+            loss_r += loss_i.item()
         opt_r.step()
         opt_r.zero_grad(set_to_none=True)
         times["reference"] += time.perf_counter() - t0
         if first_losses is None:
-            first_losses = (loss_t.item(), loss_r.item())
+            first_losses = (loss_t.item(), loss_r)
         print(f"batch {b + 1}/{len(batches)}: trainer {times['trainer']:.1f}s, "
               f"reference {times['reference']:.1f}s (cumulative)", file=sys.stderr, flush=True)
 

@@ -244,6 +244,7 @@ def cli_args(data_dir, split_path, model_dir, out):
             "--no-progress"]
 
 
+@pytest.mark.slow
 def test_cli_killed_mid_run_resumes_to_same_adapter(tmp_path, tiny_data_dir, tiny_data, split, model_dir):
     split_path = tmp_path / "split.json"
     split.save(split_path)
@@ -350,3 +351,29 @@ def test_top_layers_puts_lora_on_the_last_layers_only():
     peft_model = T.add_lora(model, T.resolve_config(None, ["lora.top_layers=1"]))
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert names and all(".layers.1." in n for n in names)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_grad_accum(tmp_path, tiny_data_dir, split, model_dir):
+    # torchrun with 2 CPU processes (gloo): each takes every 2nd micro-batch of a step and the
+    # adapter gradients are averaged, which is one process with grad_accum=2 (dropout off).
+    split_path = tmp_path / "split.json"
+    split.save(split_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--set", "lora.dropout=0.0", "--max-pairs", "8", "--json"]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29500 + os.getpid() % 1000), "-m", "acealign"]
+        + cli_args(tiny_data_dir, split_path, model_dir, tmp_path / "two") + common,
+        env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count('"steps"') == 1  # one summary, from the main process
+    one = subprocess.run(
+        [sys.executable, "-m", "acealign"] + cli_args(tiny_data_dir, split_path, model_dir, tmp_path / "one")
+        + common + ["--grad-accum", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert json.loads(two.stdout)["steps"] == json.loads(one.stdout)["steps"] == 8
+    ta, tb = adapter_tensors(tmp_path / "two" / "adapter"), adapter_tensors(tmp_path / "one" / "adapter")
+    assert all(torch.allclose(ta[k], tb[k], atol=1e-6) for k in ta)
+    ckpt = T.latest_checkpoint(tmp_path / "two")
+    assert (ckpt / "rng-0.pt").is_file() and (ckpt / "rng-1.pt").is_file()

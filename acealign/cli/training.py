@@ -96,6 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError("--split FILE is required (make one with `acealign data split`)")
         cfg = T.resolve_config(args.config, options)
     result = T.train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if not result.main_process:  # under accelerate launch / torchrun: one summary, not N
+        return 0
     summary = {
         "method": cfg["method"], "out": str(result.out), "adapter": str(result.adapter),
         "pairs": result.n_pairs, "steps": result.steps, "epochs": result.epochs_done,
