@@ -40,7 +40,10 @@ class Profile:
     granularities: tuple[int, ...] = (1, 2, 3, 4)
     min_n: int = 10
     methods: tuple[str, ...] = TRAINED_METHODS
-    prompt_baselines: tuple[str, ...] = ("anthropological",)
+    # Prompt template of the base model and every trained method, and the prompt-only baseline
+    # (method name -> template).
+    template: str = "paper"
+    prompt_baselines: tuple[tuple[str, str], ...] = (("anthropological", "anthropological"),)
     seeds: tuple[int, ...] = (0,)
     split_seed: int = 0
     # Training config overrides (dotted keys of acealign/config/train.toml).
@@ -59,6 +62,8 @@ PROFILES: dict[str, Profile] = {
             "objective stage, on CPU"
         ),
         countries=("egypt", "germany"),
+        template="paper-question-first",
+        prompt_baselines=(("anthropological", "anthropological-question-first"),),
         train={
             "data.max_pairs": 160,
             "train.batch_size": 8,
@@ -150,7 +155,8 @@ def run_pipeline(
         out, name=out.name, profile=prof.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=model, data=str(data.source), split="split.json", device=device,
-        methods=["base", *prof.prompt_baselines, *prof.methods], seed=list(prof.seeds),
+        methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
+        seed=list(prof.seeds), template=prof.template,
         slice={
             "countries": data.countries,
             "train_questions": len(split.train_questions),
@@ -169,7 +175,7 @@ def run_pipeline(
 
     eval_dir = out / "eval"
     write_references(data, split, eval_dir, prof.granularities, prof.min_n)
-    stages = [("base", None, "plain")] + [(p, None, p) for p in prof.prompt_baselines]
+    stages = [("base", None, prof.template)] + [(m, None, t) for m, t in prof.prompt_baselines]
     adapters: list[tuple[str, Path]] = []
 
     # Train every method (and seed); each run resumes from its own checkpoints.
@@ -187,6 +193,7 @@ def run_pipeline(
                 _say(f"[{i}/{total}] train {name}: done already")
                 continue
             overrides = [f"method={_toml(method)}", f"seed={seed}", f"model.name={_toml(model)}",
+                         f"model.template={_toml(prof.template)}",
                          f"model.dtype={_toml(dtype)}", f"data.min_n={prof.min_n}"]
             overrides += [f"{k}={_toml(v)}" for k, v in prof.train.items()]
             cfg = resolve_config(None, overrides)
@@ -202,7 +209,7 @@ def run_pipeline(
             train(cfg, run_dir, data=data, split=split, resume=resume, progress=progress,
                   model=mdl, tokenizer=tok)
 
-    stages += [(name, adapter, "plain") for name, adapter in adapters]
+    stages += [(name, adapter, prof.template) for name, adapter in adapters]
     for j, (name, adapter, prompt) in enumerate(stages, 1):
         _say(f"[{j}/{len(stages)}] evaluate {name}")
         evaluate(model, adapter, prompt, data=data, split=split, out_dir=eval_dir,
