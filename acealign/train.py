@@ -587,6 +587,39 @@ def alignment_on_cells(scorer, requests, counts) -> float:
     return mean_alignment_score(preds, [np.asarray(c, float) / np.sum(c) for c in counts])
 
 
+def score_run_cells(run_dir, which: str = "train", adapter: str | None = "adapter",
+                    data: SurveyData | None = None, batch_size: int = 16) -> tuple[float, int]:
+    """Eq. 15 alignment of a finished run's ``train`` (pair ends) or ``validation`` cells.
+
+    Rebuilds the cells from ``run_dir/config.json`` and scores them with the base model plus
+    ``run_dir/adapter`` (``adapter=None``: the base model). Returns (score, number of cells);
+    the same numbers as ``--eval-train`` / ``--eval-validation`` give during a run.
+    """
+    from .models import load_model
+    from .scoring import OptionScorer
+    from .splits import Split
+    from .survey import load_survey
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    data = data if data is not None else load_survey(cfg["data"]["dir"] or None)
+    split = Split.load(cfg["data"]["split"])
+    if which == "train":
+        pairs = training_pairs(data, split, cfg)
+    elif which == "validation":
+        pairs = validation_pairs(data, split, cfg)
+    else:
+        raise ValueError(f"which must be 'train' or 'validation', got {which!r}")
+    model, tok = load_model(cfg["model"]["name"], dtype=cfg["model"]["dtype"],
+                            adapter=None if adapter is None else str(run_dir / adapter))
+    cells = pair_cells(pairs)
+    reqs = make_requests(data, [(s, q) for s, q, _ in cells], tok, cfg)
+    with torch.no_grad():
+        score = alignment_on_cells(OptionScorer(model, tok, batch_size=batch_size), reqs,
+                                   [c for _, _, c in cells])
+    return score, len(cells)
+
+
 # ---------------------------------------------------------------------------------------------
 # The recipe
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from acealign import train as T
 from acealign.cli import main as cli_main
 from acealign.splits import LeakError, make_country_split, make_persona_split, make_question_split
+from acealign.survey import read_tidy
 from acealign.testing import tiny_model_and_tokenizer
 
 # Small and fast: 4 pairs, character-level prompts without chat template, lr high enough to move.
@@ -377,3 +378,19 @@ def test_two_processes_match_one_process_with_grad_accum(tmp_path, tiny_data_dir
     assert all(torch.allclose(ta[k], tb[k], atol=1e-6) for k in ta)
     ckpt = T.latest_checkpoint(tmp_path / "two")
     assert (ckpt / "rng-0.pt").is_file() and (ckpt / "rng-1.pt").is_file()
+
+
+def test_score_run_cells_reproduces_the_runs_own_evaluation(tmp_path, tiny_data_dir, split, model_dir):
+    split_path = tmp_path / "split.json"
+    split.save(split_path)
+    cfg = T.resolve_config(None, FAST + ["train.epochs=1", "eval.train_cells=true",
+                                         f"model.name={json.dumps(str(model_dir))}",
+                                         f"data.dir={json.dumps(str(tiny_data_dir))}",
+                                         f"data.split={json.dumps(str(split_path))}"])
+    result = T.train(cfg, tmp_path / "run", progress=False)
+    after, n = T.score_run_cells(result.out, "train")
+    before, _ = T.score_run_cells(result.out, "train", adapter=None)
+    assert n == len(T.pair_cells(T.training_pairs(read_tidy(tiny_data_dir), split, cfg)))
+    assert after == pytest.approx(result.evals["train"]["after"], abs=1e-6)
+    assert before == pytest.approx(result.evals["train"]["before"], abs=1e-6)
+    assert after != pytest.approx(before, abs=1e-6)
