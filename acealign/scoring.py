@@ -397,7 +397,8 @@ def score_cells(
     ``chat=None`` uses the chat template when the tokenizer has one. With ``partial_path``, results
     are checkpointed there (Parquet, rewritten atomically after every chunk) and a rerun skips the
     cells already in it; settings that differ from the checkpoint's are an error. Cells are scored
-    grouped by persona, so a batch shares the chat header and persona sentence.
+    in the order of their prompt text, so a batch shares the longest common prefix (chat header
+    and persona sentence, or the whole question for question-first templates).
     """
     from .prompts import get_template, has_chat_template
 
@@ -417,9 +418,16 @@ def score_cells(
 
         bar = tqdm(total=len(set(keys)), initial=len(set(keys)) - len(todo), unit="cell", desc="scoring")
     try:
-        for chunk in _persona_chunks(todo, chunk_size):
-            reqs = [_cell_request(data, c, tname, tokenizer, chat) for _, c in chunk]
-            for (k, _), p in zip(chunk, scorer.distributions(reqs), strict=True):
+        # Prompts sorted by text put those sharing a prefix side by side, whatever the template
+        # puts first (persona or question); each chunk is then planned into prefix batches.
+        reqs_all = sorted(
+            ((_cell_request(data, c, tname, tokenizer, chat), k) for k, c in todo),
+            key=lambda rk: rk[0].prompt,
+        )
+        for start in range(0, len(reqs_all), chunk_size):
+            chunk = reqs_all[start : start + chunk_size]
+            dists = scorer.distributions([r for r, _ in chunk])
+            for (_, k), p in zip(chunk, dists, strict=True):
                 done[k] = p
             if partial_path is not None:
                 _write_partial(partial_path, done, fp)
@@ -429,19 +437,6 @@ def score_cells(
         if bar is not None:
             bar.close()
     return [done[k] for k in keys]
-
-
-def _persona_chunks(items, size: int):
-    """Chunks of about ``size`` (key, cell) items, cut only between personas (sorted input), so
-    each persona's prompts are scored together and share their prefix."""
-    chunk: list = []
-    for item in items:
-        if len(chunk) >= size and item[0][0] != chunk[-1][0][0]:
-            yield chunk
-            chunk = []
-        chunk.append(item)
-    if chunk:
-        yield chunk
 
 
 def predictions_frame(data, cells, preds, method: str = "base"):
