@@ -6,7 +6,8 @@ position. It only applies when every option is a single token, so agreement is c
 prompts; speed is compared on all of them (the engine scores multi-token options completely,
 which costs it extra work the reference skips).
 
-    python benchmarks/bench_scoring.py [--prompts 200] [--batch-size 16] [--workload grid|random] [--json]
+    python benchmarks/bench_scoring.py [--prompts 200] [--batch-size 16] [--workload grid|random]
+        [--template paper|paper-question-first|...] [--json]
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ def theoretical_gflops(threads: int) -> tuple[float | None, str]:
     return threads * max(mhz) / 1000 * per_cycle, f"{name}, {per_cycle} fp32 FLOP/cycle/core"
 
 
-def build_requests(n: int, seed: int, tokenizer, workload: str = "grid"):
+def build_requests(n: int, seed: int, tokenizer, workload: str = "grid", template: str = "paper"):
     """N real (persona, question) prompts (eligible cells, G=1..4, n >= 10).
 
-    ``grid``: what ``acealign score`` runs: whole personas (all their questions) of one country,
-    personas in random order, until N prompts. ``random``: N cells drawn at random over every
-    country, persona and question (little shared prefix beyond the chat header).
+    ``grid``: what an evaluation runs, every persona x question of one country, taken in whole
+    groups until N prompts: whole personas (all their questions) for templates that start with the
+    persona, whole questions (all their personas) for question-first templates. ``random``: N
+    cells drawn at random over every country, persona and question (little shared prefix).
     """
     from acealign.personas import eligible_cells
     from acealign.prompts import build_prompt, option_verbalizations
@@ -67,18 +69,19 @@ def build_requests(n: int, seed: int, tokenizer, workload: str = "grid"):
         cells = rng.sample(eligible_cells(data).cells, n)
     elif workload == "grid":
         country = rng.choice(data.countries)
-        by_persona: dict = {}
+        by_group: dict = {}
+        question_first = "question-first" in template
         for c in eligible_cells(data, countries=[country]).cells:
-            by_persona.setdefault(c.persona, []).append(c)
-        personas = sorted(by_persona, key=lambda p: p.key)
-        rng.shuffle(personas)
-        cells = [c for p in personas for c in by_persona[p]][:n]
+            by_group.setdefault(c.question_key if question_first else c.persona.key, []).append(c)
+        groups = sorted(by_group)
+        rng.shuffle(groups)
+        cells = [c for g in groups for c in by_group[g]][:n]
     else:
         raise ValueError(f"unknown workload {workload!r}")
     reqs = []
     for c in cells:
         q = data.questions[c.question_key]
-        reqs.append(ScoringRequest(build_prompt(c.persona, q, tokenizer=tokenizer),
+        reqs.append(ScoringRequest(build_prompt(c.persona, q, template, tokenizer=tokenizer),
                                    tuple(option_verbalizations(q))))
     return reqs
 
@@ -128,6 +131,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workload", choices=("grid", "random"), default="grid",
                     help="grid: whole personas of one country, as `acealign score` runs (default); "
                     "random: cells drawn at random")
+    ap.add_argument("--template", default="paper",
+                    help="prompt template (paper; paper-question-first is what `acealign run "
+                    "--profile quick` uses)")
     ap.add_argument("--rounds", type=int, default=4,
                     help="parts the prompts are split into; engine and reference alternate on them")
     ap.add_argument("--json", action="store_true")
@@ -138,7 +144,7 @@ def main(argv=None) -> int:
 
     load_before = os.getloadavg()
     model, tok = load_model(args.model)
-    reqs = build_requests(args.prompts, args.seed, tok, args.workload)
+    reqs = build_requests(args.prompts, args.seed, tok, args.workload, args.template)
     scorer = OptionScorer(model, tok, batch_size=args.batch_size)
     # warm-up (allocator, kernels) on a few prompts, not timed
     scorer.distributions(reqs[:4])
@@ -180,6 +186,7 @@ def main(argv=None) -> int:
         "max_abs_diff": max_diff,
         "prompts": len(reqs),
         "workload": args.workload,
+        "template": args.template,
         "batch_size": args.batch_size,
         "compared": len(both),
         "mean_prompt_tokens": float(np.mean(lens)),
@@ -199,7 +206,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"workload {args.workload}: prompts {len(reqs)} (agreement checked on {len(both)} with single-token options), "
+        print(f"workload {args.workload}, template {args.template}: prompts {len(reqs)} (agreement checked on {len(both)} with single-token options), "
               f"mean {res['mean_prompt_tokens']:.0f} tokens, batch size {args.batch_size}, "
               f"{res['threads']} threads, load avg {load_before[0]:.2f} -> {res['load_avg_after']:.2f}")
         print(f"engine     {res['engine_pps']:7.2f} prompts/s")
