@@ -16,7 +16,7 @@ so that a change in machine load hits both.
 The first batch's losses must agree (same model, same objective); the script checks that.
 
     python benchmarks/bench_training.py [--pairs 24] [--batch-size 4] [--countries egypt]
-        [--model default] [--group-by-question] [--json]
+        [--model default] [--group-by-question] [--max-options K] [--json]
 
 On a shared CPU set OMP_NUM_THREADS=1 (oversubscribed OpenMP threads slow both sides ~10x).
 """
@@ -68,6 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--group-by-question", action="store_true",
                     help="sample whole questions (pairs share ends: the trainer scores them once)")
+    ap.add_argument("--max-options", type=int, default=0,
+                    help="only questions with at most this many options (0 = all): the reference "
+                         "keeps K full-logit rows per end with autograd, ~1 GB per option row "
+                         "at SmolLM2's 49k vocabulary")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -88,6 +92,9 @@ def main(argv=None) -> int:
     ])
     data = load_survey(args.data)
     split = Split.load(args.split) if args.split else make_question_split(data, 0.2, 0.15, seed=0)
+    if args.max_options:
+        split.train_questions = [q for q in split.train_questions
+                                 if data.questions[q].n_options <= args.max_options]
     pairs = T.training_pairs(data, split, cfg)
     base, tok = load_model(args.model)
     torch.manual_seed(args.seed)
@@ -145,6 +152,7 @@ def main(argv=None) -> int:
         "model": args.model, "countries": countries, "pairs": n, "batch_size": args.batch_size,
         "group_by_question": args.group_by_question,
         "prompts_per_pair_trainer": round(unique_ends / n, 3), "prompts_per_pair_reference": 2.0,
+        "max_options": args.max_options or None,
         "mean_options": round(sum(len(r.options) for r in requests) / len(requests), 2),
         "threads": torch.get_num_threads(),
         "trainer_pairs_per_s": n / times["trainer"], "reference_pairs_per_s": n / times["reference"],
