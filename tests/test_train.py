@@ -158,7 +158,8 @@ def test_training_loss_falls_for_each_method(tmp_path, tiny_data, split, method)
     extra = [f'method="{method}"', "train.epochs=6" if PHASES[method] else "train.epochs=4"]
     if PHASES[method]:
         extra.append(f'methods."{method}"={PHASES[method]}')
-    result = run(tmp_path, tiny_data, split, extra)
+    # A gentler lr than FAST: W1-type losses are piecewise linear and Adam at 1e-2 oscillates.
+    result = run(tmp_path, tiny_data, split, extra + ["optim.lr=3e-3"])
     log = [r for r in read_log(result.out) if "loss" in r]
     by_objective: dict[str, list[float]] = {}
     for r in log:
@@ -343,8 +344,10 @@ def test_shared_ends_scored_once_give_the_same_loss_and_gradient(tiny_data, spli
         loss, terms = T.batch_loss(mb, req1, req0, {"anchor": 1.0, "causal": 1.0}, scorer, dedup)
         results.append((loss.detach(), torch.autograd.grad(loss, params)))
     (la, ga), (lb, gb) = results
+    # Equal up to float rounding: the scorer batches a different set of prompts in each case.
     assert torch.allclose(la, lb, atol=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ga, gb, strict=True))
+    diffs = [((a - b).abs().max() / (b.abs().max() + 1e-12)).item() for a, b in zip(ga, gb, strict=True)]
+    assert max(diffs) < 1e-4, max(diffs)
 
 
 def test_top_layers_puts_lora_on_the_last_layers_only():
