@@ -18,13 +18,14 @@ Work saved compared with a plain padded forward with full logits:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -371,11 +372,8 @@ def _write_partial(path, done: dict, fingerprint: dict) -> None:
         "pred": [done[k].tolist() for k in keys],
     })
     table = table.replace_schema_metadata({_PARTIAL_META_KEY: json.dumps(fingerprint).encode()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def score_cells(

@@ -17,13 +17,12 @@ G=4 personas when the split holds personas out.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write_json
 from .survey import ATTRIBUTE_VALUES, ATTRIBUTES, DataError, Persona, SurveyData
 
 FORMAT = "acealign-split/1"
@@ -108,17 +107,7 @@ class Split:
 
     def save(self, path) -> None:
         """Write the split as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> Split:

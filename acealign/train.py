@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import atomic_write_json, atomic_write_text
 from .objectives import TERMS, combined_loss, pair_terms
 from .pairs import CounterfactualPair, build_pairs
 from .survey import DataError, Persona, SurveyData
@@ -414,16 +415,7 @@ def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]
 # Files: atomic writes, checkpoints
 # ---------------------------------------------------------------------------------------------
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, obj, indent=2)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -555,10 +547,7 @@ def truncate_log(path: Path, last_step: int) -> None:
         return
     keep = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 # ---------------------------------------------------------------------------------------------

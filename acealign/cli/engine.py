@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..fileio import atomic_path
 from . import UsageError, add_data_option, add_json_option, print_json
 
 
@@ -191,10 +191,8 @@ def write_predictions_file(frame, out: Path, runs: dict) -> None:
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), RUNS_META_KEY: json.dumps(runs).encode()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
 
 
 def cmd_score(args) -> int:

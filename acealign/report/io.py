@@ -1,44 +1,22 @@
-"""Atomic file writes (temp file in the same folder + os.replace) for every report output."""
+"""Report outputs: tables as CSV + JSON, written atomically (:mod:`acealign.fileio`)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import fileio
+from ..fileio import atomic_write_bytes, atomic_write_text
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "table_records", "write_table"]
 
 
 def atomic_write_json(path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=_default) + "\n")
+    """JSON with numpy scalars, NaN (-> null) and pandas NA handled."""
+    return fileio.atomic_write_json(path, obj, default=_default)
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from .data import SurveyData, validate_counts
 from .types import ATTRIBUTES, DataError, Option, Persona, Question
 
@@ -140,15 +139,8 @@ def _rows(reader, path):
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        write(f)
 
 
 def write_tidy(data: SurveyData, directory) -> None:
