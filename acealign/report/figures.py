@@ -139,14 +139,22 @@ def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame
     ax_b.set_title(f"(b) gain of {method_label(primary)} over base")
     if not p.empty:
         ax_b.legend(fontsize=7)
+    plotted = False
     for m in [base, primary]:
-        part = gaps[gaps["method"] == m]
-        ax_c.plot(part["granularity"], part["tier_gap"], marker="o", label=method_label(m))
+        part = gaps[gaps["method"] == m].dropna(subset=["tier_gap"]) if "tier_gap" in gaps else gaps.iloc[:0]
+        if not part.empty:
+            ax_c.plot(part["granularity"], part["tier_gap"], marker="o", label=method_label(m))
+            plotted = True
+    if not plotted:
+        # One tier only (e.g. a one-country run): say so instead of drawing empty axes.
+        ax_c.text(0.5, 0.5, "no gap: needs countries of\nTier 1 and Tier 3", ha="center",
+                  va="center", transform=ax_c.transAxes)
     ax_c.set_xlabel("G")
     for ax in (ax_b, ax_c):
         ax.set_xticks(sorted(scores["granularity"].unique()))
     ax_c.set_title("(c) Tier-1 minus Tier-3 gap")
-    ax_c.legend(fontsize=7)
+    if plotted:
+        ax_c.legend(fontsize=7)
     return fig
 
 
