@@ -15,20 +15,25 @@ from .types import ATTRIBUTES, DataError, Option, Persona, Question
 CELL_COLUMNS = ["dataset", "country", "topic", "question_id", *ATTRIBUTES, "n", "counts"]
 
 
-def read_questions_jsonl(path: Path) -> dict[str, Question]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path)
-    questions: dict[str, Question] = {}
+def iter_jsonl(path: Path):
+    """``(line number, object)`` for every non-blank line of a JSONL file; bad JSON is a DataError."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON ({e.msg})", path, line_no) from None
-            questions_add(questions, parse_question(obj, path, line_no), path, line_no)
+
+
+def read_questions_jsonl(path: Path) -> dict[str, Question]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path)
+    questions: dict[str, Question] = {}
+    for line_no, obj in iter_jsonl(path):
+        questions_add(questions, parse_question(obj, path, line_no), path, line_no)
     if not questions:
         raise DataError("no questions (empty file)", path)
     return questions

@@ -21,14 +21,13 @@ error rather than being dropped silently.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
 from .data import SurveyData
-from .tidy import _rows
+from .tidy import _rows, iter_jsonl
 from .types import DataError, Option, Persona, Question
 
 # WVS-7 questionnaire sections by question number (inclusive ranges).
@@ -99,41 +98,34 @@ def read_catalog(path) -> dict[str, Question]:
 
 def _read_catalog(path: Path) -> dict[str, Question]:
     out: dict[str, Question] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON ({e.msg})", path, line_no) from None
-            if not isinstance(obj, dict):
-                raise DataError("expected a JSON object", path, line_no)
-            for k in ("question_id", "text", "options"):
-                if obj.get(k) in (None, "", [], {}):
-                    raise DataError(f"missing field {k!r}", path, line_no)
-            qid = str(obj["question_id"]).strip()
-            opts = obj["options"]
-            if isinstance(opts, dict):
-                opts = [{"code": c, "label": lab} for c, lab in opts.items()]
-            if not isinstance(opts, list) or len(opts) < 2:
-                raise DataError("'options' must list at least 2 options", path, line_no)
-            options = []
-            for o in opts:
-                if not isinstance(o, dict) or "code" not in o or "label" not in o:
-                    raise DataError("each option needs 'code' and 'label'", path, line_no)
-                code = str(o["code"]).strip()
-                if _int_or_none(code) is None:
-                    raise DataError(f"option code {code!r} is not an integer", path, line_no)
-                options.append(Option(code, str(o["label"])))
-            if len({o.code for o in options}) != len(options):
-                raise DataError("duplicate option code", path, line_no)
-            topic = obj.get("topic") or wvs_topic(qid, path, line_no)
-            if qid in out:
-                raise DataError(f"duplicate question {qid}", path, line_no)
-            out[qid] = Question(
-                str(obj.get("dataset") or "wvs7"), str(topic), qid, str(obj["text"]), tuple(options)
-            )
+    for line_no, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object", path, line_no)
+        for k in ("question_id", "text", "options"):
+            if obj.get(k) in (None, "", [], {}):
+                raise DataError(f"missing field {k!r}", path, line_no)
+        qid = str(obj["question_id"]).strip()
+        opts = obj["options"]
+        if isinstance(opts, dict):
+            opts = [{"code": c, "label": lab} for c, lab in opts.items()]
+        if not isinstance(opts, list) or len(opts) < 2:
+            raise DataError("'options' must list at least 2 options", path, line_no)
+        options = []
+        for o in opts:
+            if not isinstance(o, dict) or "code" not in o or "label" not in o:
+                raise DataError("each option needs 'code' and 'label'", path, line_no)
+            code = str(o["code"]).strip()
+            if _int_or_none(code) is None:
+                raise DataError(f"option code {code!r} is not an integer", path, line_no)
+            options.append(Option(code, str(o["label"])))
+        if len({o.code for o in options}) != len(options):
+            raise DataError("duplicate option code", path, line_no)
+        topic = obj.get("topic") or wvs_topic(qid, path, line_no)
+        if qid in out:
+            raise DataError(f"duplicate question {qid}", path, line_no)
+        out[qid] = Question(
+            str(obj.get("dataset") or "wvs7"), str(topic), qid, str(obj["text"]), tuple(options)
+        )
     if not out:
         raise DataError("no questions (empty file)", path)
     return out
