@@ -20,7 +20,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,9 +136,9 @@ def run_pipeline(
         unknown = [m for m in methods if m not in TRAINED_METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(TRAINED_METHODS)})")
-        prof = Profile(**{**asdict(prof), "methods": tuple(methods)})
+        prof = replace(prof, methods=tuple(methods))
     if countries:
-        prof = Profile(**{**asdict(prof), "countries": tuple(countries)})
+        prof = replace(prof, countries=tuple(countries))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -210,7 +210,7 @@ def run_pipeline(
 
                 loaded = load_model(model, device=device, dtype=dtype)
             # A fresh copy of the base weights per method: LoRA wraps the model in place.
-            mdl, tok = _fresh(loaded, model, device, dtype)
+            mdl, tok = _fresh(loaded)
             train(cfg, run_dir, data=data, split=split, resume=resume, progress=progress,
                   model=mdl, tokenizer=tok)
 
@@ -231,8 +231,8 @@ def run_pipeline(
     return manifest
 
 
-def _fresh(loaded, model, device, dtype):
-    """Base model + tokenizer, not yet wrapped by peft (the first call reuses the loaded copy)."""
+def _fresh(loaded):
+    """A copy of the loaded base model (peft wraps it in place) and its tokenizer."""
     import copy
 
     mdl, tok = loaded

@@ -66,3 +66,12 @@ def tiny_model_and_tokenizer(seed: int = 0, chat: bool = True, **model_kwargs):
     """``(model, tokenizer)``: a 2-layer random Llama over a character-level vocabulary."""
     tok = tiny_tokenizer(chat=chat)
     return tiny_model(len(tok), seed=seed, **model_kwargs), tok
+
+
+def save_tiny_model(directory, seed: int = 0, chat: bool = True):
+    """Save a tiny random model + tokenizer to ``directory`` (safetensors), for code that loads by
+    path (``load_model``, the CLI, subprocesses); returns the in-memory model."""
+    model, tok = tiny_model_and_tokenizer(seed=seed, chat=chat)
+    model.save_pretrained(directory, safe_serialization=True)
+    tok.save_pretrained(directory)
+    return model

@@ -9,7 +9,7 @@ from acealign.cli import main
 from acealign.personas import eligible_cells
 from acealign.prompts import build_prompt, option_verbalizations
 from acealign.scoring import OptionScorer, ScoringRequest, score_cells
-from acealign.testing import tiny_model_and_tokenizer
+from acealign.testing import save_tiny_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
 pytestmark = pytest.mark.skipif(not (DATA / "cells.csv").exists(), reason="shared survey data not present")
@@ -18,9 +18,7 @@ pytestmark = pytest.mark.skipif(not (DATA / "cells.csv").exists(), reason="share
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
-    model, tok = tiny_model_and_tokenizer(seed=2)
-    model.save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
+    save_tiny_model(d, seed=2)
     return d
 
 

@@ -2,16 +2,13 @@ import pytest
 import torch
 
 from acealign import models
-from acealign.testing import tiny_model_and_tokenizer
+from acealign.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
-    model, tok = tiny_model_and_tokenizer(seed=1)
-    model.save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    return d, model
+    return d, save_tiny_model(d, seed=1)
 
 
 def test_load_local_directory(tiny_dir):

@@ -13,12 +13,10 @@ from acealign.pipeline import PROFILES, Profile, run_pipeline
 
 @pytest.fixture
 def tiny_model_dir(tmp_path):
-    from acealign.testing import tiny_model_and_tokenizer
+    from acealign.testing import save_tiny_model
 
-    model, tok = tiny_model_and_tokenizer(seed=3)
     d = tmp_path / "tiny-model"
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
+    save_tiny_model(d, seed=3)
     return d
 
 

@@ -19,7 +19,7 @@ from acealign import train as T
 from acealign.cli import main as cli_main
 from acealign.splits import LeakError, make_country_split, make_persona_split, make_question_split
 from acealign.survey import read_tidy
-from acealign.testing import tiny_model_and_tokenizer
+from acealign.testing import save_tiny_model, tiny_model_and_tokenizer
 
 # Small and fast: 4 pairs, character-level prompts without chat template, lr high enough to move.
 FAST = ["data.min_n=1", "data.max_pairs=4", "train.batch_size=4", "model.chat=false",
@@ -232,10 +232,8 @@ def test_max_steps_stops_early(tmp_path, tiny_data, split):
 # -- command line, subprocess killed mid-run --------------------------------------------------
 @pytest.fixture
 def model_dir(tmp_path):
-    model, tok = tiny_model_and_tokenizer(seed=0, chat=False)
     d = tmp_path / "tiny-model"
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
+    save_tiny_model(d, seed=0, chat=False)
     return d
 
 
