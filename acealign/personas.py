@@ -52,7 +52,8 @@ def eligible_cells(
     """All persona-question cells with at least ``min_n`` respondents.
 
     Coarser personas are summed from every G=4 cell they cover (small ones included); the support
-    filter applies to the persona being scored. ``personas`` optionally restricts to a set of
+    filter applies to the persona being scored. Counts, and so ``min_n``, are over the question's
+    scale: answers to non-substantive options ("Can't choose") are not respondents of the scale. ``personas`` optionally restricts to a set of
     personas (e.g. held-out combinations).
     """
     qsel = None if question_keys is None else set(question_keys)

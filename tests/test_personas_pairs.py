@@ -140,3 +140,24 @@ def test_pairs_at_coarser_context(hand):
     # Female [3, 3, 8]/14 - Male [9, 4, 4]/17
     np.testing.assert_allclose(pairs["gender"].data_effect, [3 / 14 - 9 / 17, 3 / 14 - 4 / 17, 8 / 14 - 4 / 17])
     assert pairs["gender"].s1 == P(gender="Female") and pairs["gender"].s0 == P(gender="Male")
+
+
+# -- non-substantive options ---------------------------------------------------------------------------
+def test_support_and_effects_count_only_the_scale():
+    # Option 0 ("Doesn't apply") is off the scale: A's 4|3|1|1 is 3|1|1 (n = 5, not 9) and B's
+    # 9|1|1|3 is 1|1|3 (n = 5, not 14), the same scale counts as A and B of the hand data above.
+    q = Question("d", "t", "ns", "text", (Option("0", "Doesn't apply", False), Option("1", "a"),
+                                          Option("2", "b"), Option("3", "c")))
+    full = {(C, q.key): {A: np.array([4, 3, 1, 1]), B: np.array([9, 1, 1, 3])}}
+    data = SurveyData.from_full_counts({q.key: q}, full)
+    sel = eligible_cells(data, granularities=(4,), min_n=5)
+    assert {c.persona: c.counts.tolist() for c in sel.cells} == {A: [3, 1, 1], B: [1, 1, 3]}
+    # At min_n = 6 both fall out although 9 and 14 people answered.
+    assert eligible_cells(data, granularities=(4,), min_n=6).cells == []
+    # G=0 total and the dropped answers: 4 + 9 = 13.
+    np.testing.assert_array_equal(data.counts(Persona(C), q.key), [4, 2, 4])
+    np.testing.assert_array_equal(data.dropped_counts(Persona(C), q.key), [13])
+    (pair,) = build_pairs(data, context_granularity=4, min_n=5)
+    # p(B) = [.2, .2, .6], p(A) = [.6, .2, .2] over the scale -> [-.4, 0, .4]
+    assert (pair.attribute, pair.s1, pair.s0) == ("gender", B, A)
+    np.testing.assert_allclose(pair.data_effect, [-0.4, 0.0, 0.4])

@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 from conftest import TINY_COUNTRIES, TINY_QUESTIONS, shared_data_dir, write_tiny_tidy
 
-from acealign.survey import DataError, Persona, read_tidy, write_tidy
+from acealign.survey import (
+    DataError,
+    Option,
+    Persona,
+    Question,
+    SurveyData,
+    duplicate_answer_groups,
+    duplicate_question_groups,
+    read_tidy,
+    write_tidy,
+)
 from acealign.survey.importers import import_survey, read_any
+from acealign.survey.options import infer_nonsubstantive, negative_codes_missing
 from acealign.survey.release import read_release
 from acealign.survey.wvs import WVS_SECTIONS, read_catalog, read_wvs, wvs_topic
 
@@ -243,3 +254,210 @@ def test_release_file_selection(tmp_path):
     assert read_release(ev, files=["family"]).countries == ["australia"]
     with pytest.raises(DataError, match="no files match"):
         read_release(ev, files=["religion"])
+
+
+# -- non-substantive options ------------------------------------------------------------------------
+NS_Q = {"dataset": "issp", "topic": "family", "question_id": "v56", "text": "Satisfied with your job?",
+        "options": [{"code": "0", "label": "Doesn't apply, no job"}, {"code": "1", "label": "Satisfied"},
+                    {"code": "2", "label": "Dissatisfied"}]}
+NS_HEADER = "dataset,country,topic,question_id,gender,education,residence,marital_status,n,counts"
+
+
+def write_ns_tidy(d, questions=(NS_Q,), rows=("Male,College,Urban,Married,10,3|5|2",
+                                               "Female,College,Urban,Married,4,4|0|0")):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (d / "cells.csv").write_text("\n".join([NS_HEADER, *(f"issp,chile,family,v56,{r}" for r in rows)]) + "\n")
+    return d
+
+
+def test_nonsubstantive_answers_leave_the_scale(tmp_path):
+    data = read_tidy(write_ns_tidy(tmp_path / "ns"))
+    q = data.questions["issp/family/v56"]
+    assert [o.substantive for o in q.options] == [False, True, True]
+    assert q.options[0].inferred == "label" and q.n_options == 3
+    assert q.scale_indices == (1, 2) and q.nonscale_indices == (0,) and q.n_scale == 2
+    key = ("chile", "issp/family/v56")
+    m = P("chile", "Male", "College", "Urban", "Married")
+    f = P("chile", "Female", "College", "Urban", "Married")
+    # 3|5|2 with option 0 off the scale: counts 5|2 (n = 7), 3 dropped.
+    np.testing.assert_array_equal(data.cells[key][m], [5, 2])
+    np.testing.assert_array_equal(data.nonsubstantive[key][m], [3])
+    # 4|0|0: nobody on the scale, so no cell; its 4 answers are still on record.
+    assert f not in data.cells[key]
+    np.testing.assert_array_equal(data.nonsubstantive[key][f], [4])
+    np.testing.assert_array_equal(data.counts(Persona("chile"), "issp/family/v56"), [5, 2])
+    np.testing.assert_array_equal(data.dropped_counts(Persona("chile"), "issp/family/v56"), [7])
+    np.testing.assert_array_equal(data.dropped_counts(Persona("chile", gender="Male"), "issp/family/v56"), [3])
+    np.testing.assert_array_equal(data.full_counts(m, "issp/family/v56"), [3, 5, 2])
+    # Absent personas get zeros of the scale's length.
+    np.testing.assert_array_equal(data.counts(P("chile", "Male", "No_College", "Rural", "Married"), "issp/family/v56"), [0, 0])
+    sub = data.subset(countries=["chile"])
+    np.testing.assert_array_equal(sub.nonsubstantive[key][m], [3])
+
+
+def test_nonsubstantive_roundtrip_through_tidy_writer(tmp_path):
+    data = read_tidy(write_ns_tidy(tmp_path / "ns"))
+    write_tidy(data, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "questions.jsonl").read_text())
+    assert [o["substantive"] for o in written["options"]] == [False, True, True]
+    # Counts over all options again, the all-non-substantive row included.
+    rows = (tmp_path / "out" / "cells.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",", 8)[8] for r in rows) == ["10,3|5|2", "4,4|0|0"]
+    back = read_tidy(tmp_path / "out")
+    assert back.questions == data.questions
+    assert back.questions["issp/family/v56"].options[0].inferred is None  # now declared in the file
+    for attr in ("cells", "nonsubstantive"):
+        a, b = getattr(data, attr), getattr(back, attr)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].keys() == b[k].keys()
+            for p in a[k]:
+                np.testing.assert_array_equal(a[k][p], b[k][p])
+
+
+def test_explicit_substantive_field_overrides_inference(tmp_path):
+    opts = [{"code": "0", "label": "Doesn't apply, no job", "substantive": True},
+            {"code": "1", "label": "Satisfied"},
+            {"code": "2", "label": "Dissatisfied", "substantive": False},
+            {"code": "3", "label": "Very dissatisfied"}]
+    d = write_ns_tidy(tmp_path / "x", questions=({**NS_Q, "options": opts},),
+                      rows=("Male,College,Urban,Married,10,3|5|2|0",))
+    data = read_tidy(d)
+    q = data.questions["issp/family/v56"]
+    assert q.scale_indices == (0, 1, 3) and [o.inferred for o in q.options] == [None] * 4
+    np.testing.assert_array_equal(data.cells[("chile", q.key)][P("chile", "Male", "College", "Urban", "Married")], [3, 5, 0])
+    bad = [{**opts[0], "substantive": "no"}, *opts[1:]]
+    with pytest.raises(DataError, match="'substantive' must be true or false") as e:
+        read_tidy(write_ns_tidy(tmp_path / "y", questions=({**NS_Q, "options": bad},)))
+    assert e.value.line == 1
+
+
+@pytest.mark.parametrize("label", [
+    "Don't know", "Don\u2019t know", "Don\u00b4t know", "DON'T KNOW", "Do not know", "Can't choose",
+    "Cannot choose", "No answer", "Refused", "Not applicable", "Doesn't apply, no job",
+    "Does not apply", "8. Can't choose", "-9 No answer", "(Don't know)", "Don't know/Can't choose",
+    "Missing; Not available", "DK", "N/A", "NAP", "Prefer not to say",
+])
+def test_labels_inferred_nonsubstantive(label):
+    assert infer_nonsubstantive("5", label) == "label"
+
+
+@pytest.mark.parametrize("label", [
+    "Don't belong", "Hard to say", "Don't mind", "Not applicable to me at all", "No", "Not at all",
+    "Agree", "I don't know anyone", "Refused to pay", "Nobody", "Knowledge", "Dkk", "Nap time",
+])
+def test_labels_kept_substantive(label):
+    assert infer_nonsubstantive("5", label) is None
+
+
+def test_negative_codes_are_missing_only_where_the_survey_says_so():
+    assert infer_nonsubstantive("-1", "Minus one", negative_codes_missing=True) == "missing-value code"
+    assert infer_nonsubstantive("-1", "Minus one") is None
+    assert negative_codes_missing("wvs7") and negative_codes_missing("ISSP") and not negative_codes_missing("custom")
+
+
+def test_negative_codes_in_tidy_files(tmp_path):
+    # In a WVS file -2 is a missing-value code; in another survey -2..2 can be a bipolar scale.
+    opts = [{"code": str(c), "label": f"l{c}"} for c in (-2, -1, 0, 1, 2)]
+    qs = [{"dataset": "wvs7", "topic": "social_values", "question_id": "Q1", "text": "t", "options": opts},
+          {"dataset": "custom", "topic": "t", "question_id": "q", "text": "t", "options": opts}]
+    d = tmp_path / "neg"
+    d.mkdir()
+    (d / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    (d / "cells.csv").write_text(NS_HEADER + "\nwvs7,egypt,social_values,Q1,Male,College,Urban,Married,5,1|1|1|1|1\n"
+                                 "custom,egypt,t,q,Male,College,Urban,Married,5,1|1|1|1|1\n")
+    data = read_tidy(d)
+    wvs, custom = data.questions["wvs7/social_values/Q1"], data.questions["custom/t/q"]
+    assert wvs.scale_indices == (2, 3, 4) and wvs.options[0].inferred == "missing-value code"
+    assert custom.scale_indices == (0, 1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("off, pattern", [
+    ([True, True, True], "only 0 substantive"),
+    ([True, False, True], "only 1 substantive"),
+])
+def test_fewer_than_two_substantive_options_is_an_error(tmp_path, off, pattern):
+    opts = [{"code": str(i), "label": f"l{i}", "substantive": not o} for i, o in enumerate(off)]
+    d = write_ns_tidy(tmp_path / "x", questions=({**NS_Q, "options": opts},))
+    with pytest.raises(DataError, match=pattern) as e:
+        read_tidy(d)
+    assert e.value.line == 1 and e.value.path.endswith("questions.jsonl")
+
+
+def test_release_infers_nonsubstantive(tmp_path):
+    opts = {"0": "Doesn't apply, no job", "1": "Satisfied", "2": "Dissatisfied"}
+    recs = [release_record("v56", "Job?", opts, ("Male", "College", "Urban", "Married"),
+                           {"0": 0.3, "1": 0.5, "2": 0.2}, 10, "family")]
+    d = tmp_path / "eval" / "chile" / G4
+    d.mkdir(parents=True)
+    (d / "family_real.json").write_text(json.dumps(recs))
+    data = read_release(tmp_path / "eval")
+    q = data.questions["issp/family/v56"]
+    assert q.scale_indices == (1, 2)
+    m = P("chile", "Male", "College", "Urban", "Married")
+    np.testing.assert_array_equal(data.cells[("chile", q.key)][m], [5, 2])
+    np.testing.assert_array_equal(data.nonsubstantive[("chile", q.key)][m], [3])
+
+
+def test_wvs_counts_listed_negative_codes_as_nonsubstantive(tmp_path):
+    # Q1 lists -1 "Don't know": the two respondents coded -1 are counted there (off the scale)
+    # instead of vanishing; Q131 does not list -1, so its -1 answer is still left out.
+    extra_q1 = {"question_id": "Q1", "text": "Family important?", "options": [
+        {"code": "-1", "label": "Don't know"}, {"code": "1", "label": "Very"},
+        {"code": "2", "label": "Rather"}, {"code": "3", "label": "Not"}]}
+    cat = tmp_path / "catalog.jsonl"
+    cat.write_text(json.dumps(extra_q1) + "\n" + json.dumps(
+        {"question_id": "Q131", "text": "Secure?", "options": {"1": "Very", "2": "Quite", "3": "Not very", "4": "Not at all"}}) + "\n")
+    rows = ["EGY,1,5,1,1,1,2,1", "EGY,1,6,1,2,-1,-1,1", "EGY,1,8,1,1,-1,4,1"]
+    csv_path = tmp_path / "wvs.csv"
+    csv_path.write_text("\n".join([WVS_HEADER, *rows]) + "\n")
+    data = read_wvs(csv_path, cat)
+    q1 = data.questions["wvs7/social_values/Q1"]
+    assert q1.scale_indices == (1, 2, 3) and q1.options[0].inferred == "label"
+    mcum = P("egypt", "Male", "College", "Urban", "Married")
+    np.testing.assert_array_equal(data.cells[("egypt", q1.key)][mcum], [1, 0, 0])
+    np.testing.assert_array_equal(data.nonsubstantive[("egypt", q1.key)][mcum], [2])
+    np.testing.assert_array_equal(data.cells[("egypt", "wvs7/security/Q131")][mcum], [0, 1, 0, 1])
+    assert ("egypt", "wvs7/security/Q131") not in data.nonsubstantive
+
+
+# -- duplicate questions ----------------------------------------------------------------------------
+def test_duplicate_question_groups():
+    o2 = (Option("1", "Yes"), Option("2", "No"))
+    qs = [Question("issp", "work", "v50", "Find a job?", o2),
+          Question("issp", "work", "v56", "  find a   JOB? ", o2),    # same text up to spaces/case
+          Question("issp", "work", "v57", "Find a job?", (Option("1", "Yes"), Option("2", "Nope"))),
+          Question("issp", "work", "v58", "Find a job?", (Option("1", "Yes"), Option("2", "No", False))),
+          Question("issp", "fam", "v1", "Other?", o2),
+          Question("wvs7", "x", "Q1", "Other?", o2),
+          Question("wvs7", "x", "Q2", "Another?", o2)]
+    assert duplicate_question_groups(qs) == [["issp/fam/v1", "wvs7/x/Q1"], ["issp/work/v50", "issp/work/v56"]]
+    assert duplicate_question_groups({q.key: q for q in qs}) == duplicate_question_groups(qs)
+    assert duplicate_question_groups(qs[2:4]) == []
+
+
+def test_duplicate_answer_groups():
+    o2 = (Option("1", "Yes"), Option("2", "No"))
+    qa, qb, qc = (Question("d", "t", i, f"text {i}", o2) for i in ("a", "b", "c"))
+    m = P("x", "Male", "College", "Urban", "Married")
+    f = P("x", "Female", "College", "Urban", "Married")
+    cells = {("x", qa.key): {m: np.array([3, 4]), f: np.array([1, 1])},
+             ("x", qb.key): {m: np.array([3, 4]), f: np.array([1, 1])},   # a copy of qa's answers
+             ("x", qc.key): {m: np.array([3, 4]), f: np.array([1, 2])},   # one count differs
+             ("y", qc.key): {P("y", "Male", "College", "Urban", "Married"): np.array([3, 4])}}
+    data = SurveyData({q.key: q for q in (qa, qb, qc)}, cells)
+    assert duplicate_answer_groups(data) == [["d/t/a", "d/t/b"]]
+
+
+def test_default_data_duplicates():
+    d = shared_data_dir()
+    if not (d / "cells.csv").exists():
+        pytest.skip("shared survey data not present")
+    data = read_tidy(d)
+    # No two questions share text and options; India v50 and v56 share every answer count.
+    assert duplicate_question_groups(data.questions) == []
+    assert duplicate_answer_groups(data) == [["issp/work_orientations/v50", "issp/work_orientations/v56"]]
+    v56 = data.questions["issp/family/v56"]
+    assert v56.scale_indices == tuple(range(1, 8)) and v56.options[0].inferred == "label"
+    assert sum(q.n_scale < q.n_options for q in data.questions.values()) == 1

@@ -99,7 +99,35 @@ def data_summary(data, min_n: int = 10) -> dict:
             "cells": cells,
             "dropped": dropped,
         })
-    return {"source": data.source, "min_n": min_n, "countries": rows}
+    return {"source": data.source, "min_n": min_n, "countries": rows,
+            "nonsubstantive": nonsubstantive_summary(data)}
+
+
+def nonsubstantive_summary(data) -> list[dict]:
+    """One row per country x question x non-substantive option: how it was marked ("label" or
+    "missing-value code" when inferred, "declared" when the input said so) and the respondents
+    who chose it, also as a share of all the country's respondents to the question (G=4 cells)."""
+    import numpy as np
+
+    rows = []
+    keys = sorted(set(data.cells) | set(data.nonsubstantive))
+    for country, qkey in keys:
+        q = data.questions[qkey]
+        if not q.nonscale_indices:
+            continue
+        scale = sum(int(c.sum()) for c in data.cells.get((country, qkey), {}).values())
+        dropped = np.zeros(len(q.nonscale_indices), dtype=np.int64)
+        for c in data.nonsubstantive.get((country, qkey), {}).values():
+            dropped += c
+        total = scale + int(dropped.sum())
+        for j, i in enumerate(q.nonscale_indices):
+            o = q.options[i]
+            rows.append({
+                "country": country, "question": qkey, "code": o.code, "label": o.label,
+                "how": o.inferred or "declared", "respondents": int(dropped[j]), "total": total,
+                "share": int(dropped[j]) / total if total else 0.0,
+            })
+    return rows
 
 
 def cmd_info(args) -> int:
@@ -130,7 +158,24 @@ def cmd_info(args) -> int:
         total[k] = sum(r[k] for r in table)
     print_table([*table, total])
     print("Gk: persona-question cells with n >= min_n at granularity k; dropped: cells below it (G=1..4).")
+    ns = summary["nonsubstantive"]
+    if not ns:
+        print("non-substantive options: none")
+        return 0
+    print("\nnon-substantive options (printed in prompts, left out of every distribution):")
+    print_table([
+        {"country": r["country"], "question": r["question"],
+         "option": _short(f"{r['code']}: {r['label'].strip()}"), "how": r["how"],
+         "respondents": r["respondents"], "share": f"{100 * r['share']:.1f}%"}
+        for r in ns
+    ])
+    print("how: inferred from the label or the survey's missing-value code, or declared in the data; "
+          "share: of the country's respondents to the question.")
     return 0
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- import ---------------------------------------------------------------------------------------

@@ -1,18 +1,41 @@
 """Persona verbalization and prompt construction: (persona, question) -> the exact text to score.
 
-The verbalization of option k (1-based, in the question's ordinal order) is its number ``"k"``:
-the model is asked to answer with an option number, and Eq. 2 scores that number's tokens.
+Each option is verbalized as a number: the model is asked to answer with an option number, and
+Eq. 2 scores that number's tokens. The number printed before an option, the one in the "scale
+from .. to .." header and the one scored are the same (:func:`option_numbers`), decided once per
+question:
+
+- when every option code is an integer (``"0"``, ``"10"``, ``"-1"``; ``"01"`` is 1), the codes are
+  distinct and they ascend along the option list, the **survey's own codes** are the numbers: a
+  question that defines a 0-10 scale is answered 0..10, a 1-4 one 1..4;
+- otherwise (a code that is not an integer, a repeated or descending code) the options are
+  numbered **1..K** in list order.
+
+The options header says which numbers those are: "scale from 0 to 10" for a contiguous range,
+"scale points 1, 2, 4" otherwise. Non-substantive options (``Option.substantive``) are printed
+with their number, since the question is shown as it was asked, and the header names them as off
+the scale ("scale from 1 to 7; 0 is not on the scale"); the scorer renormalizes over the scale
+options only (``Question.scale_indices``). An option whose label is only a number (the middle of
+a 0-10 scale) is printed as "Point N on scale" with its own option number N, so the line never
+contradicts its number.
 """
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
+
 from ..survey import Persona, Question
 from .templates import (
     ANSWER_CUE,
+    OFF_SCALE_MANY,
+    OFF_SCALE_ONE,
     OPTION_LINE,
     QUESTION_BLOCK,
     QUESTION_BODY,
     SCALE_POINT_LABEL,
+    SCALE_POINTS,
+    SCALE_RANGE,
     TEMPLATES,
     Template,
 )
@@ -91,9 +114,45 @@ def verbalize_persona(persona: Persona, person: str = "second") -> str:
     return text
 
 
+_INT_CODE = re.compile(r"[+-]?\d+")
+
+
+def option_numbers(question: Question) -> list[int]:
+    """The number of each printed option: the survey's codes when they are integers that ascend
+    along the list (e.g. 0..10), else 1..K (see the module docstring)."""
+    codes = [o.code.strip() for o in question.options]
+    if all(_INT_CODE.fullmatch(c) for c in codes):
+        values = [int(c) for c in codes]
+        # Strictly ascending also means distinct.
+        if all(a < b for a, b in pairwise(values)):
+            return values
+    return list(range(1, question.n_options + 1))
+
+
 def option_verbalizations(question: Question) -> list[str]:
-    """Canonical verbalization of each option (Eq. 2's t(y)): its 1-based number, ``["1", ..., "K"]``."""
-    return [str(k) for k in range(1, question.n_options + 1)]
+    """Canonical verbalization of each printed option (Eq. 2's t(y)): its number as text, for all
+    ``question.n_options`` options; the scale is ``question.scale_indices`` of them."""
+    return [str(k) for k in option_numbers(question)]
+
+
+def scale_description(question: Question) -> str:
+    """What the options header says about the numbers: "scale from 0 to 10", "scale points 1,
+    2, 4" when they are not a contiguous range, plus the numbers of non-substantive options
+    ("scale from 1 to 7; 0 is not on the scale")."""
+    numbers = option_numbers(question)
+    on = [numbers[i] for i in question.scale_indices]
+    off = [numbers[i] for i in question.nonscale_indices]
+    if not on:
+        raise ValueError(f"question {question.key} has no substantive option to answer on")
+    if all(b == a + 1 for a, b in pairwise(on)):
+        text = SCALE_RANGE.format(lo=on[0], hi=on[-1])
+    else:
+        text = SCALE_POINTS.format(numbers=", ".join(map(str, on)))
+    if off:
+        text += (OFF_SCALE_ONE if len(off) == 1 else OFF_SCALE_MANY).format(
+            numbers=", ".join(map(str, off))
+        )
+    return text
 
 
 def question_block(question: Question, country: str | None = None, cue: bool = True) -> str:
@@ -105,16 +164,18 @@ def question_block(question: Question, country: str | None = None, cue: bool = T
     if country is not None:
         text = text.replace("[COUNTRY]", country_name(country))
     lines = "\n".join(
-        OPTION_LINE.format(number=v, label=_option_label(o.label))
+        OPTION_LINE.format(number=v, label=_option_label(o.label, v))
         for v, o in zip(option_verbalizations(question), question.options, strict=True)
     )
     block = QUESTION_BLOCK if cue else QUESTION_BODY
-    return block.format(text=text, k=question.n_options, options=lines)
+    return block.format(text=text, scale=scale_description(question), options=lines)
 
 
-def _option_label(label: str) -> str:
+def _option_label(label: str, number: str) -> str:
+    # A bare number only marks a position on the scale; name the position by the printed number
+    # so that e.g. a label "1" under 1..K numbering never reads "2: Point 1 on scale".
     label = label.strip()
-    return SCALE_POINT_LABEL.format(label=label) if label.isdigit() else label
+    return SCALE_POINT_LABEL.format(number=number) if label.isdigit() else label
 
 
 def get_template(template: str | Template) -> Template:
@@ -182,8 +243,10 @@ __all__ = [
     "country_name",
     "get_template",
     "has_chat_template",
+    "option_numbers",
     "option_verbalizations",
     "prompt_messages",
     "question_block",
+    "scale_description",
     "verbalize_persona",
 ]

@@ -30,12 +30,20 @@ class Template:
 
 
 # The question block shared by every template (the layout of the ACE-Align release's prompt).
-QUESTION_BODY = "Question: {text}\n\nOptions (scale from 1 to {k}):\n{options}"
+# {scale} says which numbers the options carry (acealign.prompts.scale_description).
+QUESTION_BODY = "Question: {text}\n\nOptions ({scale}):\n{options}"
 ANSWER_CUE = "Answer:"
 QUESTION_BLOCK = QUESTION_BODY + "\n\n" + ANSWER_CUE
 OPTION_LINE = "{number}: {label}"
-# Options whose label is only a number (the middle of a 1-10 scale) read as a scale point.
-SCALE_POINT_LABEL = "Point {label} on scale"
+# Option numbers forming a contiguous range (the release's wording for 1..K), or not.
+SCALE_RANGE = "scale from {lo} to {hi}"
+SCALE_POINTS = "scale points {numbers}"
+# Non-substantive options ("Can't choose") are printed but are not points of the scale.
+OFF_SCALE_ONE = "; {numbers} is not on the scale"
+OFF_SCALE_MANY = "; {numbers} are not on the scale"
+# Options whose label is only a number (the middle of a 0-10 scale) read as a scale point; {number}
+# is the option's printed number.
+SCALE_POINT_LABEL = "Point {number} on scale"
 # Question-first variant of the instruction: the persona follows the question.
 INSTRUCTION_QUESTION_FIRST = (
     "Please answer the following survey question, and ensure that your choice reflects the "

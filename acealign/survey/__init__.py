@@ -1,6 +1,12 @@
 """Survey data layer: types, the in-memory survey, and readers for each supported format."""
 
-from .data import SurveyData, all_g4_personas, default_data_dir
+from .data import (
+    SurveyData,
+    all_g4_personas,
+    default_data_dir,
+    duplicate_answer_groups,
+    duplicate_question_groups,
+)
 from .tidy import read_tidy, write_tidy
 from .types import (
     ATTRIBUTE_VALUES,
@@ -31,6 +37,8 @@ __all__ = [
     "SurveyData",
     "all_g4_personas",
     "default_data_dir",
+    "duplicate_answer_groups",
+    "duplicate_question_groups",
     "load_survey",
     "parse_attribute_list",
     "question_key",

@@ -17,7 +17,14 @@ from .types import ATTRIBUTE_VALUES, ATTRIBUTES, Cell, DataError, Persona, Quest
 class SurveyData:
     """Questions and the finest (G=4) cells of a survey.
 
-    ``cells[(country, question_key)][persona4] = counts`` (int array in option order).
+    ``cells[(country, question_key)][persona4] = counts``: int array over the question's scale
+    (its substantive options, ``Question.scale_indices``), in option order. Answers given to
+    non-substantive options are not in it (the distribution is renormalized over the scale by
+    construction); they are kept in ``nonsubstantive[(country, question_key)][persona4]``, an int
+    array over ``Question.nonscale_indices``, so that reports can state the mass they carried. A
+    G=4 cell whose respondents all gave non-substantive answers is only in ``nonsubstantive``.
+    Readers build both with :meth:`from_full_counts`.
+
     Coarser personas are never stored: :meth:`counts` sums the G=4 cells they cover, so they are
     exact by construction.
     """
@@ -25,6 +32,49 @@ class SurveyData:
     questions: dict[str, Question] = field(default_factory=dict)
     cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = field(default_factory=dict)
     source: str = ""
+    nonsubstantive: dict[tuple[str, str], dict[Persona, np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def from_full_counts(cls, questions: dict[str, Question], full: dict, source: str = "") -> SurveyData:
+        """Split G=4 counts over all printed options (as files store them) into scale counts and
+        non-substantive counts."""
+        cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
+        dropped: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
+        for key, by_persona in full.items():
+            q = questions[key[1]]
+            scale, off = list(q.scale_indices), list(q.nonscale_indices)
+            for p, c in by_persona.items():
+                c = np.asarray(c, dtype=np.int64)
+                on = c[scale]
+                if off:
+                    dropped.setdefault(key, {})[p] = c[off]
+                if on.sum() > 0:
+                    cells.setdefault(key, {})[p] = on
+        return cls(questions, cells, source, dropped)
+
+    def full_counts(self, persona: Persona, question_key: str) -> np.ndarray:
+        """Counts of a G=4 cell over every printed option (scale and non-substantive), as stored
+        in ``cells.csv``; zeros when the cell is absent."""
+        q = self.questions[question_key]
+        key = (persona.country, question_key)
+        out = np.zeros(q.n_options, dtype=np.int64)
+        on = self.cells.get(key, {}).get(persona)
+        if on is not None:
+            out[list(q.scale_indices)] = on
+        off = self.nonsubstantive.get(key, {}).get(persona)
+        if off is not None:
+            out[list(q.nonscale_indices)] = off
+        return out
+
+    def dropped_counts(self, persona: Persona, question_key: str) -> np.ndarray:
+        """Answers of ``persona`` (any G, summed over the G=4 cells it covers) to the question's
+        non-substantive options (``Question.nonscale_indices`` order); empty when it has none."""
+        q = self.questions[question_key]
+        total = np.zeros(len(q.nonscale_indices), dtype=np.int64)
+        for p4, c in self.nonsubstantive.get((persona.country, question_key), {}).items():
+            if persona.covers(p4):
+                total += c
+        return total
 
     # -- inventory -------------------------------------------------------------------------
     @property
@@ -46,7 +96,8 @@ class SurveyData:
 
     # -- cells ------------------------------------------------------------------------------
     def counts(self, persona: Persona, question_key: str) -> np.ndarray | None:
-        """Answer counts of any persona (G=0..4): the exact sum of the G=4 cells it covers.
+        """Answer counts of any persona (G=0..4) over the question's scale: the exact sum of the
+        G=4 cells it covers.
 
         Returns None when the country has no cell at all for the question.
         """
@@ -57,8 +108,8 @@ class SurveyData:
             got = by_persona.get(persona)
             if got is not None:
                 return got
-            return np.zeros(self.questions[question_key].n_options, dtype=np.int64)
-        total = np.zeros(self.questions[question_key].n_options, dtype=np.int64)
+            return np.zeros(self.questions[question_key].n_scale, dtype=np.int64)
+        total = np.zeros(self.questions[question_key].n_scale, dtype=np.int64)
         for p4, c in by_persona.items():
             if persona.covers(p4):
                 total += c
@@ -72,14 +123,15 @@ class SurveyData:
         """A view restricted to some countries and/or questions (arrays are shared, not copied)."""
         cs = None if countries is None else set(countries)
         qs = None if question_keys is None else set(question_keys)
-        cells = {
-            (c, q): v
-            for (c, q), v in self.cells.items()
-            if (cs is None or c in cs) and (qs is None or q in qs)
-        }
-        used = {q for _, q in cells}
+
+        def keep(key):
+            return (cs is None or key[0] in cs) and (qs is None or key[1] in qs)
+
+        cells = {k: v for k, v in self.cells.items() if keep(k)}
+        dropped = {k: v for k, v in self.nonsubstantive.items() if keep(k)}
+        used = {q for _, q in cells} | {q for _, q in dropped}
         return SurveyData(
-            {k: v for k, v in self.questions.items() if k in used}, cells, self.source
+            {k: v for k, v in self.questions.items() if k in used}, cells, self.source, dropped
         )
 
 
@@ -91,6 +143,7 @@ def all_g4_personas(country: str) -> list[Persona]:
 
 
 def validate_counts(counts, n_options: int, where: str, path, line) -> np.ndarray:
+    """Counts of one cell as read from a file: one per printed option, none negative."""
     arr = np.asarray(counts, dtype=np.int64)
     if arr.shape != (n_options,):
         raise DataError(f"{where}: {arr.size} counts for {n_options} options", path, line)
@@ -119,3 +172,43 @@ def group_by_country(data: SurveyData) -> dict[str, list[str]]:
     for c, q in sorted(data.cells):
         out[c].append(q)
     return dict(out)
+
+
+def duplicate_question_groups(questions) -> list[list[str]]:
+    """Groups (2 or more keys, sorted) of questions with the same text (whitespace and case
+    ignored) and the same options (codes, labels and substantive flags, in order).
+
+    ``questions``: a ``{key: Question}`` dict or an iterable of questions. Such questions are one
+    question asked twice; a split should keep them on the same side.
+    """
+    qs = questions.values() if isinstance(questions, dict) else questions
+    groups: dict[tuple, list[str]] = {}
+    for q in qs:
+        sig = (" ".join(q.text.split()).lower(), q.options)
+        groups.setdefault(sig, []).append(q.key)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def duplicate_answer_groups(data: SurveyData) -> list[list[str]]:
+    """Groups (2 or more keys, sorted) of questions whose answers are identical in some country:
+    the same G=4 cells with the same counts over all options (e.g. a source that copied one
+    question's answers into another). Groups that share a question are merged.
+    """
+    parent: dict[str, str] = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    by_sig: dict[tuple, str] = {}
+    for (country, qkey) in sorted(set(data.cells) | set(data.nonsubstantive)):
+        personas = sorted(set(data.cells.get((country, qkey), {})) | set(data.nonsubstantive.get((country, qkey), {})))
+        sig = (country, tuple((p, tuple(data.full_counts(p, qkey).tolist())) for p in personas))
+        first = by_sig.setdefault(sig, qkey)
+        if first != qkey:
+            parent[find(qkey)] = find(first)
+    groups: dict[str, list[str]] = {}
+    for k in parent:
+        groups.setdefault(find(k), []).append(k)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)

@@ -10,6 +10,11 @@ summing G=4 counts exactly, so reading the 1..3-attribute files would add nothin
 Counts are ``round(p_real * sample_count)``; a record whose ``p_real * sample_count`` is not (close
 to) whole numbers, or whose rounded counts do not sum to ``sample_count``, is rejected.
 
+Options whose label says they are not a scale point ("Can't choose", ...) or whose code is negative
+(WVS/ISSP missing-value codes) are non-substantive (:mod:`acealign.survey.options`). A JSON object
+that repeats a key (e.g. an option code) is rejected. A byte-order mark and CRLF line ends are
+accepted.
+
 Country is the directory name (e.g. ``united_states``). A file named ``wvs*_real.json`` holds World
 Values Survey wave 7 items: dataset ``wvs7``, topic = the questionnaire section of the question
 number (:func:`acealign.survey.wvs.wvs_topic`). Any other file is an ISSP module: dataset ``issp``,
@@ -25,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .data import SurveyData
-from .types import ATTRIBUTE_VALUES, ATTRIBUTES, DataError, Option, Persona, Question
+from .options import check_options, make_option, negative_codes_missing
+from .tidy import RepeatedKey, unique_keys
+from .types import ATTRIBUTE_VALUES, ATTRIBUTES, DataError, Persona, Question
 from .wvs import add_question, wvs_topic
 
 G4_DIR = "4_attributes/" + "_".join(ATTRIBUTES)
@@ -83,18 +90,18 @@ def read_release(root, countries=None, files=None) -> SurveyData:
         raise DataError(f"no files for countries {', '.join(missing)}", root)
     if not cells:
         raise DataError("no files match the selection", root)
-    return SurveyData(questions, cells, str(root))
+    return SurveyData.from_full_counts(questions, cells, str(root))
 
 
 def _json_array_records(path: Path):
     """Yield ``(line, record)`` for each element of the top-level JSON array in ``path``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason})", path) from None
     if not text.strip():
         raise DataError("empty file", path)
-    dec = json.JSONDecoder()
+    dec = json.JSONDecoder(object_pairs_hook=unique_keys)
     ws = " \t\r\n"
 
     mark = [0, 1]  # (position, line) of the last lookup: records come in order, count forward
@@ -123,6 +130,8 @@ def _json_array_records(path: Path):
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e.msg})", path, e.lineno) from None
+        except RepeatedKey as e:
+            raise DataError(f"key {e.args[0]!r} repeated in one JSON object", path, line_of(pos)) from None
         yield line_of(pos), obj
         n += 1
         pos = skip(end)
@@ -153,10 +162,9 @@ def _parse_record(rec, country: str, stem: str, path, line):
         dataset, topic = "wvs7", wvs_topic(qid, path, line)
     else:
         dataset, topic = "issp", stem
-    q = Question(
-        dataset, topic, qid, str(rec["question_text"]),
-        tuple(Option(c, str(options[c])) for c in codes),
-    )
+    opts = tuple(make_option(c, options[c], None, negative_codes_missing(dataset)) for c in codes)
+    check_options(opts, path, line)
+    q = Question(dataset, topic, qid, str(rec["question_text"]), opts)
     demo = rec["demographics"]
     if not isinstance(demo, dict):
         raise DataError("'demographics' must be an object", path, line)

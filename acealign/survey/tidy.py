@@ -1,4 +1,10 @@
-"""Reader and writer for the tidy tables: ``questions.jsonl`` + ``cells.csv`` (see README)."""
+"""Reader and writer for the tidy tables: ``questions.jsonl`` + ``cells.csv`` (see README).
+
+Files saved by spreadsheet programs read as well: a UTF-8 byte-order mark and CRLF line ends are
+accepted. ``counts`` in ``cells.csv`` are over every option of the question; options may carry
+``"substantive": false`` (else it is inferred, :mod:`acealign.survey.options`), and the reader
+keeps the counts of non-substantive options apart (:meth:`SurveyData.from_full_counts`).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,39 @@ import numpy as np
 
 from ..fileio import atomic_path
 from .data import SurveyData, validate_counts
-from .types import ATTRIBUTES, DataError, Option, Persona, Question
+from .options import negative_codes_missing, parse_options
+from .types import ATTRIBUTES, DataError, Persona, Question
 
 CELL_COLUMNS = ["dataset", "country", "topic", "question_id", *ATTRIBUTES, "n", "counts"]
 
 
+class RepeatedKey(ValueError):
+    """A JSON object names the same key twice (json would silently keep the last value)."""
+
+
+def unique_keys(pairs):
+    """``object_pairs_hook`` that rejects repeated keys, e.g. an option code given twice."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise RepeatedKey(k)
+        out[k] = v
+    return out
+
+
 def iter_jsonl(path: Path):
-    """``(line number, object)`` for every non-blank line of a JSONL file; bad JSON is a DataError."""
-    with open(path, encoding="utf-8") as f:
+    """``(line number, object)`` for every non-blank line of a JSONL file; bad JSON (a repeated
+    key included) is a DataError. A byte-order mark and CRLF line ends are accepted."""
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield line_no, json.loads(line)
+                yield line_no, json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON ({e.msg})", path, line_no) from None
+            except RepeatedKey as e:
+                raise DataError(f"key {e.args[0]!r} repeated in one JSON object", path, line_no) from None
 
 
 def read_questions_jsonl(path: Path) -> dict[str, Question]:
@@ -51,17 +75,11 @@ def parse_question(obj, path, line_no) -> Question:
     for k in ("dataset", "topic", "question_id", "text", "options"):
         if k not in obj or obj[k] in (None, ""):
             raise DataError(f"missing field {k!r}", path, line_no)
-    options = obj["options"]
-    if not isinstance(options, list) or len(options) < 2:
+    if not isinstance(obj["options"], list):
         raise DataError("'options' must list at least 2 options", path, line_no)
-    parsed = []
-    for o in options:
-        if not isinstance(o, dict) or "code" not in o or "label" not in o:
-            raise DataError("each option needs 'code' and 'label'", path, line_no)
-        parsed.append(Option(str(o["code"]), str(o["label"])))
-    return Question(
-        str(obj["dataset"]), str(obj["topic"]), str(obj["question_id"]), str(obj["text"]), tuple(parsed)
-    )
+    dataset = str(obj["dataset"])
+    options = parse_options(obj["options"], path, line_no, negative_codes_missing(dataset))
+    return Question(dataset, str(obj["topic"]), str(obj["question_id"]), str(obj["text"]), options)
 
 
 def read_tidy(directory) -> SurveyData:
@@ -80,12 +98,13 @@ def read_tidy(directory) -> SurveyData:
         cells = _read_cells(path, questions)
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason})", path) from None
-    return SurveyData(questions, cells, str(directory))
+    return SurveyData.from_full_counts(questions, cells, str(directory))
 
 
 def _read_cells(path: Path, questions: dict[str, Question]) -> dict:
+    """G=4 counts over all options of each question, by (country, question) and persona."""
     cells: dict[tuple[str, str], dict[Persona, np.ndarray]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, strict=True)
         header = next(reader, None)
         if header is None:
@@ -149,9 +168,14 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_tidy(data: SurveyData, directory) -> None:
-    """Write ``questions.jsonl`` and ``cells.csv`` (each atomically) into ``directory``."""
+    """Write ``questions.jsonl`` and ``cells.csv`` (each atomically) into ``directory``.
+
+    Every option is written with its ``substantive`` flag (inferred ones included, so the file
+    says what was decided); counts are over all options again (non-substantive answers restored).
+    """
     directory = Path(directory)
-    used = {q for _, q in data.cells}
+    keys = set(data.cells) | set(data.nonsubstantive)
+    used = {q for _, q in keys}
 
     def write_questions(f):
         for key in sorted(used):
@@ -161,16 +185,19 @@ def write_tidy(data: SurveyData, directory) -> None:
                 "topic": q.topic,
                 "question_id": q.question_id,
                 "text": q.text,
-                "options": [{"code": o.code, "label": o.label} for o in q.options],
+                "options": [{"code": o.code, "label": o.label, "substantive": o.substantive}
+                            for o in q.options],
             }
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
     def write_cells(f):
         w = csv.writer(f, lineterminator="\n")
         w.writerow(CELL_COLUMNS)
-        for (country, qkey), by_persona in sorted(data.cells.items()):
+        for country, qkey in sorted(keys):
             q = data.questions[qkey]
-            for p, c in sorted(by_persona.items()):
+            personas = set(data.cells.get((country, qkey), {})) | set(data.nonsubstantive.get((country, qkey), {}))
+            for p in sorted(personas):
+                c = data.full_counts(p, qkey)
                 w.writerow(
                     [q.dataset, country, q.topic, q.question_id]
                     + [getattr(p, a) for a in ATTRIBUTES]

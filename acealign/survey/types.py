@@ -7,6 +7,7 @@ the survey's answer counts of one persona on one question.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -44,13 +45,25 @@ def check_attribute(attr: str, value: str) -> None:
 
 @dataclass(frozen=True)
 class Option:
+    """One answer option. ``substantive=False`` marks an answer that is not a point of the scale
+    ("Don't know", "Not applicable", ...): it is printed with the question but left out of every
+    distribution. ``inferred`` says why it was marked when the input did not say so ("label" or
+    "missing-value code"; :mod:`acealign.survey.options`); it does not take part in equality."""
+
     code: str
     label: str
+    substantive: bool = True
+    inferred: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Question:
-    """A survey question with ordered answer options (ordinal order = list order)."""
+    """A survey question with ordered answer options (ordinal order = list order).
+
+    ``options`` are all the printed options (``n_options``); the answer scale is the substantive
+    ones only (``scale_indices``, ``n_scale``): survey counts and predicted distributions are over
+    the scale, in list order.
+    """
 
     dataset: str
     topic: str
@@ -65,7 +78,23 @@ class Question:
 
     @property
     def n_options(self) -> int:
+        """Number of printed options, non-substantive ones included."""
         return len(self.options)
+
+    @cached_property
+    def scale_indices(self) -> tuple[int, ...]:
+        """Indices (into ``options``) of the substantive options, in list order."""
+        return tuple(i for i, o in enumerate(self.options) if o.substantive)
+
+    @cached_property
+    def nonscale_indices(self) -> tuple[int, ...]:
+        """Indices of the non-substantive options, in list order."""
+        return tuple(i for i, o in enumerate(self.options) if not o.substantive)
+
+    @property
+    def n_scale(self) -> int:
+        """Number of points on the answer scale (the length of every count and distribution)."""
+        return len(self.scale_indices)
 
 
 def question_key(dataset: str, topic: str, question_id: str) -> str:
@@ -146,7 +175,7 @@ def parse_attribute_list(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Cell:
-    """Answer counts of one persona on one question (counts in the question's option order)."""
+    """Answer counts of one persona on one question (over the question's scale, in option order)."""
 
     persona: Persona
     question_key: str

@@ -5,12 +5,17 @@ with at least the columns ``B_COUNTRY_ALPHA`` (ISO 3166 alpha-3), ``Q260`` (sex:
 ``Q275`` (highest education, ISCED 0-8; college = tertiary = ISCED >= 5), ``H_URBRURAL`` (1 urban,
 2 rural), ``Q273`` (marital status: 1 married and 2 living together as married count as married;
 3-6 divorced, separated, widowed, single as not married), and one column per catalog question.
-Negative codes (WVS "don't know", "no answer", "not asked", "missing") are missing values.
+Negative codes (WVS "don't know", "no answer", "not asked", "missing") are missing values: an
+answer with a negative code is left out of the question, unless the catalog lists that code as an
+option (then it is counted there, as a non-substantive option, so its share can be reported).
 
 Catalog: JSONL, one question per line: ``{"question_id": "Q1", "text": "...", "options":
 [{"code": "1", "label": "Very important"}, ...]}`` (``options`` may also be a ``{code: label}``
 object; optional ``dataset`` (default ``wvs7``) and ``topic`` (default: the questionnaire section
-of the question number, :func:`wvs_topic`)).
+of the question number, :func:`wvs_topic`)). Options may carry ``"substantive": false``; without
+it, negative codes and labels such as "Don't know" are non-substantive
+(:mod:`acealign.survey.options`). Option codes must be integers and must not repeat.
+A byte-order mark and CRLF line ends are accepted in both files.
 
 Cells are stored at G=4 only (coarser personas are exact sums of them), so a respondent missing any
 of the four attributes is left out of every cell, and a respondent missing the answer to a question
@@ -27,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from .data import SurveyData
+from .options import parse_options
 from .tidy import _rows, iter_jsonl
-from .types import DataError, Option, Persona, Question
+from .types import DataError, Persona, Question
 
 # WVS-7 questionnaire sections by question number (inclusive ranges).
 WVS_SECTIONS: tuple[tuple[int, int, str], ...] = (
@@ -108,18 +114,9 @@ def _read_catalog(path: Path) -> dict[str, Question]:
         opts = obj["options"]
         if isinstance(opts, dict):
             opts = [{"code": c, "label": lab} for c, lab in opts.items()]
-        if not isinstance(opts, list) or len(opts) < 2:
-            raise DataError("'options' must list at least 2 options", path, line_no)
-        options = []
-        for o in opts:
-            if not isinstance(o, dict) or "code" not in o or "label" not in o:
-                raise DataError("each option needs 'code' and 'label'", path, line_no)
-            code = str(o["code"]).strip()
-            if _int_or_none(code) is None:
-                raise DataError(f"option code {code!r} is not an integer", path, line_no)
-            options.append(Option(code, str(o["label"])))
-        if len({o.code for o in options}) != len(options):
-            raise DataError("duplicate option code", path, line_no)
+        if isinstance(opts, list):
+            opts = [_int_code(o, path, line_no) for o in opts]
+        options = parse_options(opts, path, line_no, negative_missing=True)
         topic = obj.get("topic") or wvs_topic(qid, path, line_no)
         if qid in out:
             raise DataError(f"duplicate question {qid}", path, line_no)
@@ -129,6 +126,17 @@ def _read_catalog(path: Path) -> dict[str, Question]:
     if not out:
         raise DataError("no questions (empty file)", path)
     return out
+
+
+def _int_code(o, path, line_no):
+    """A catalog option with its code written canonically: respondent files hold integer codes,
+    so "01" and "1.0" are code 1 (and repeat code "1" if both are listed)."""
+    if not isinstance(o, dict) or "code" not in o:
+        return o  # parse_options names the problem
+    code = _int_or_none(str(o["code"]).strip())
+    if code is None:
+        raise DataError(f"option code {str(o['code']).strip()!r} is not an integer", path, line_no)
+    return {**o, "code": str(code)}
 
 
 def _int_or_none(s: str):
@@ -182,7 +190,7 @@ def read_wvs(path, catalog, countries=None) -> SurveyData:
     used = {qk for _, qk in tallies}
     questions = {q.key: q for q in catalog.values() if q.key in used}
     src = str(path) if catalog_path is None else f"{path} + {catalog_path}"
-    return SurveyData(questions, tallies, src)
+    return SurveyData.from_full_counts(questions, tallies, src)
 
 
 def _tally(path: Path, catalog: dict[str, Question], countries) -> dict:
@@ -239,9 +247,9 @@ def _tally(path: Path, catalog: dict[str, Question], countries) -> dict:
                 persona = Persona(country, **attrs)
                 for qid, ci, q in qcols:
                     v = _code(row, ci, qid, path, line_no)
-                    if v < 0:
-                        continue  # missing answer: left out of this question's cells
                     k = code_index[qid].get(v)
+                    if k is None and v < 0:
+                        continue  # missing answer the catalog does not list: left out of this question
                     if k is None:
                         raise DataError(
                             f"{qid}: answer code {v} is not among the catalog's options "
