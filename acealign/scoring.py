@@ -1,18 +1,35 @@
 """Option distributions from token likelihoods (paper Eq. 2-3), batched, with prefix sharing.
 
 ``OptionScorer.log_probs`` returns, for each (prompt, options) request, the renormalized
-log-probabilities of the options: Eq. 2 sums the log-probabilities of every token of an option's
-verbalization after the prompt, Eq. 3 renormalizes over the options. The same code runs under
-``torch.no_grad`` (evaluation) and with autograd (training backpropagates through it).
+log-probabilities of the options. Two scoring modes:
 
-Work saved compared with a plain padded forward with full logits:
+- ``"whole"`` (default): the probability that the model's answer is *exactly* option y: the
+  log-likelihood of y's tokens (Eq. 2) plus the log-probability that the next token does not
+  continue it (:func:`answer_log_likelihood`). Without that term option "1" absorbs every "10",
+  "11", ... continuation, and p("10") = p("1") p("0"|"1") can never beat p("1").
+- ``"literal"``: the paper's literal Eq. 2 (the tokens' log-likelihood only), for reproducing it;
+  it warns on questions where one option's tokens are a prefix of another's.
 
-- the LM head is applied only where a log-probability is needed (the last prompt position, and the
-  positions inside multi-token options), never to every prompt position;
+Either way Eq. 3 renormalizes over the options (over ``ScoringRequest.scale`` when it is given:
+non-substantive options such as "Don't know" are scored but left out of the scale).
+
+Which tokens "continue" an answer (:func:`continuation_token_ids`): after a verbalization ending
+in a digit, any token whose text starts with a digit ("1" + "0" is another number); after one
+ending in a letter, any token starting with a letter or digit (the word goes on); after anything
+else, none. In every mode of text, a token that starts the remainder of a longer option (e.g.
+"Agree" -> ", strongly") also counts as a continuation, so no option's probability contains
+another option's.
+
+The same code runs under ``torch.no_grad`` (evaluation) and with autograd (training
+backpropagates through it). Work saved compared with a plain padded forward with full logits:
+
+- the LM head is applied only where a log-probability is needed (the last prompt position and
+  the option tokens), never to every prompt position;
 - requests are sorted by their token ids, so a batch shares a long common prefix (chat header,
   persona sentence): that prefix runs once and its KV cache is repeated for the batch;
-- the prompt runs once per request; multi-token options (e.g. "10" = "1","0") continue from its KV
-  cache, with options sharing their first tokens ("10", "11") sharing one continuation row.
+- the prompt runs once per request; all option tokens of a request then run in one extra pass
+  from its KV cache as a token *tree* (options sharing first tokens, "10" and "11", share the
+  node "1"), with a tree-shaped attention mask, so the prompt's cache is never copied.
 """
 
 from __future__ import annotations
@@ -26,14 +43,22 @@ import numpy as np
 import torch
 
 from .fileio import atomic_path
+from .precision import model_precision
+
+SCORING_MODES = ("whole", "literal")
 
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    """A prompt (exact text fed to the tokenizer) and the verbalizations of its K options."""
+    """A prompt (exact text fed to the tokenizer) and the verbalizations of its K options.
+
+    ``scale``: indices of the options Eq. 3 renormalizes over (the substantive options, in
+    order); ``None`` means all of them. The result then has ``len(scale)`` entries.
+    """
 
     prompt: str
     options: tuple[str, ...]
+    scale: tuple[int, ...] | None = None
 
 
 # -- the paper's formulas ------------------------------------------------------------------------
@@ -42,9 +67,57 @@ def option_log_likelihood(token_log_probs: torch.Tensor) -> torch.Tensor:
     return token_log_probs.sum(-1)
 
 
+def answer_log_likelihood(token_log_probs: torch.Tensor, continue_log_prob: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 for the *whole* answer: l(y) + log(1 - P(next token continues y | prompt, y)).
+
+    ``continue_log_prob`` is log P(next token is in y's continuation set), e.g. a digit after a
+    number. With it, p("1") no longer contains p("10"), p("11"), ...; with ``-inf`` this is Eq. 2.
+    """
+    # log(1 - exp(c)), stable for c near 0 (log1p(-exp(c)) loses precision there).
+    c = continue_log_prob.clamp(max=-1e-7)
+    boundary = torch.where(c > -0.6931, torch.log(-torch.expm1(c)), torch.log1p(-torch.exp(c)))
+    return option_log_likelihood(token_log_probs) + boundary
+
+
 def renormalize(log_likelihoods: torch.Tensor) -> torch.Tensor:
     """Eq. 3 in log space: log p(y|g,q) = l(y|g,q) - log sum_y' exp(l(y'|g,q)), over the options."""
     return log_likelihoods - torch.logsumexp(log_likelihoods, dim=-1, keepdim=True)
+
+
+# -- which tokens continue an answer -------------------------------------------------------------
+def _continues(last: str, text: str) -> bool:
+    """Does a token with text ``text`` extend a verbalization ending in character ``last``?"""
+    if not text:
+        return False
+    if last.isdigit():
+        return text[0].isdigit()
+    if last.isalpha():
+        return text[0].isalnum()
+    return False
+
+
+def continuation_token_ids(token_texts: Sequence[str], option: str, others: Sequence[str] = ()) -> list[int]:
+    """Ids of the tokens that would continue ``option`` into a longer answer (module docstring).
+
+    ``token_texts[i]`` is the decoded text of token i. ``others``: the request's other options; a
+    token that starts the remainder of an option extending ``option`` counts too.
+    """
+    if not option:
+        return []
+    last = option[-1]
+    rests = [o[len(option):] for o in others if o != option and o.startswith(option)]
+    out = []
+    for i, t in enumerate(token_texts):
+        if _continues(last, t) or any(t and (r.startswith(t) or t.startswith(r)) for r in rests):
+            out.append(i)
+    return out
+
+
+def prefix_conflicts(options: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
+    """Pairs (i, j) where option i's tokens are a proper prefix of option j's: under the literal
+    Eq. 2, p(option i) then contains p(option j)."""
+    return [(i, j) for i, a in enumerate(options) for j, b in enumerate(options)
+            if i != j and len(a) < len(b) and b[: len(a)] == a]
 
 
 # -- engine --------------------------------------------------------------------------------------
@@ -80,14 +153,18 @@ def _sharing_pays(rows: int, shared: int) -> bool:
     return shared > 0 and (rows - 1) * shared > _PASS_OVERHEAD_TOKENS
 
 
-def _continuation_rows(options: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Token paths to run after the prompt so every token of every option gets its log-probability.
+def option_tree(options: Sequence[tuple[int, ...]], whole: bool) -> list[tuple[int, ...]]:
+    """Token paths (tree nodes) to run after the prompt, parents before children.
 
-    Option y with tokens t1..tm needs the logits after t1..t_{m-1}; a path that is a prefix of
-    another needed path is dropped (its logits come with the longer row).
+    The logits at node t1..tj give log p(t_{j+1} | prompt, t1..tj). Option y = t1..tm needs the
+    nodes t1..t_{m-1} (Eq. 2) and, for the whole-answer term, t1..tm itself. Options sharing
+    first tokens ("10", "11") share nodes ("1").
     """
-    needed = {o[:-1] for o in options if len(o) > 1}
-    return sorted(p for p in needed if not any(q != p and q[: len(p)] == p for q in needed))
+    nodes = set()
+    for o in options:
+        for j in range(1, len(o) + (1 if whole else 0)):
+            nodes.add(o[:j])
+    return sorted(nodes, key=lambda p: (len(p), p))
 
 
 # Fixed cost of one forward pass, in token-equivalents: a pass runs ~15 ops per layer whatever
@@ -99,25 +176,33 @@ _PASS_OVERHEAD_TOKENS = 48
 class OptionScorer:
     """Score the options of many prompts with a causal LM (Eq. 2-3).
 
-    ``batch_size``: prompts per forward pass. ``max_length``: context limit in tokens (default:
-    the model's ``max_position_embeddings``); longer prompts raise ``ValueError``.
-    ``prefix_sharing``: run a batch's common prefix once (results are identical either way).
+    ``mode``: ``"whole"`` (the answer is exactly the option; default) or ``"literal"`` (Eq. 2 as
+    printed); see the module docstring. ``batch_size``: prompts per forward pass. ``max_length``:
+    context limit in tokens (default: the model's ``max_position_embeddings``); longer prompts
+    raise ``ValueError``. ``prefix_sharing``: run a batch's common prefix once (results are
+    identical either way).
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int | None = None,
-                 prefix_sharing: bool = True):
+                 prefix_sharing: bool = True, mode: str = "whole"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if mode not in SCORING_MODES:
+            raise ValueError(f"unknown scoring mode {mode!r} (expected one of {', '.join(SCORING_MODES)})")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length if max_length is not None else model_context_length(model)
         self.prefix_sharing = prefix_sharing
+        self.mode = mode
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
         self._option_cache: dict[str, tuple[int, ...]] = {}
+        self._token_texts: list[str] | None = None
+        self._continuation_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+        self._warned: set[tuple[str, ...]] = set()
 
     # -- tokenization --------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -149,33 +234,77 @@ class OptionScorer:
         self._option_cache[option] = ids
         return ids
 
+    def token_texts(self) -> list[str]:
+        """Decoded text of every token id (computed once; used for the continuation sets)."""
+        if self._token_texts is None:
+            n = len(self.tokenizer)
+            special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+            texts = self.tokenizer.batch_decode([[i] for i in range(n)])
+            self._token_texts = ["" if i in special else t for i, t in enumerate(texts)]
+        return self._token_texts
+
+    def continuation_ids(self, option: str, options: Sequence[str]) -> torch.Tensor:
+        """Token ids that continue ``option`` (see :func:`continuation_token_ids`), cached."""
+        key = (option, tuple(o for o in options if o != option and o.startswith(option)))
+        got = self._continuation_cache.get(key)
+        if got is None:
+            got = torch.tensor(continuation_token_ids(self.token_texts(), option, key[1]), dtype=torch.long)
+            self._continuation_cache[key] = got
+        return got
+
     # -- public API ----------------------------------------------------------------------------
     def log_probs(self, requests: Sequence[ScoringRequest], grad: bool = False) -> list[torch.Tensor]:
-        """Renormalized log p(y|prompt) over each request's options (Eq. 2-3), shape (K,) each.
+        """Renormalized log p(y|prompt) over each request's scale (Eq. 3), shape (K,) each.
 
         With ``grad=True`` the results are differentiable w.r.t. the model's trainable parameters.
         """
+        return [renormalize(ll if r.scale is None else ll[list(r.scale)])
+                for r, ll in zip(requests, self.log_likelihoods(requests, grad=grad), strict=True)]
+
+    def log_likelihoods(self, requests: Sequence[ScoringRequest], grad: bool = False) -> list[torch.Tensor]:
+        """Unnormalized log-likelihood of every option of each request (Eq. 2, plus the
+        whole-answer term in ``"whole"`` mode), shape (K,) each, before Eq. 3."""
         encoded = []
         for i, r in enumerate(requests):
             if len(r.options) == 0:
                 raise ValueError(f"request {i} has no options")
+            if r.scale is not None and (not r.scale or any(not 0 <= k < len(r.options) for k in r.scale)):
+                raise ValueError(f"request {i}: scale {r.scale} does not index its {len(r.options)} options")
             p = self.encode_prompt(r.prompt)
             opts = [self.encode_option(o) for o in r.options]
-            longest = len(p) + max(len(o) for o in opts) - 1
+            longest = len(p) + max(len(o) for o in opts) - (0 if self.mode == "whole" else 1)
             if self.max_length is not None and longest > self.max_length:
                 raise ValueError(
                     f"request {i}: prompt of {len(p)} tokens plus its options needs {longest} "
                     f"positions, more than the model's context of {self.max_length}"
                 )
-            encoded.append((p, opts))
+            if self.mode == "literal":
+                self._warn_prefixes(r.options, opts)
+            cont = ([self.continuation_ids(o, r.options) for o in r.options]
+                    if self.mode == "whole" else None)
+            encoded.append((p, opts, cont))
         out: list[torch.Tensor | None] = [None] * len(encoded)
         ctx = torch.enable_grad() if grad else torch.inference_mode()
         with ctx:
-            for idx in self.plan_batches([p for p, _ in encoded]):
-                lls = self._score_batch([encoded[i][0] for i in idx], [encoded[i][1] for i in idx])
+            for idx in self.plan_batches([e[0] for e in encoded]):
+                lls = self._score_batch([encoded[i] for i in idx])
                 for i, ll in zip(idx, lls, strict=True):
-                    out[i] = renormalize(ll)
+                    out[i] = ll
         return out  # type: ignore[return-value]
+
+    def _warn_prefixes(self, texts: tuple[str, ...], opts: list[tuple[int, ...]]) -> None:
+        conflicts = prefix_conflicts(opts)
+        if conflicts and texts not in self._warned:
+            import warnings
+
+            self._warned.add(texts)
+            i, j = conflicts[0]
+            warnings.warn(
+                f"literal Eq. 2 scoring: option {texts[i]!r}'s tokens are a prefix of {texts[j]!r}'s, "
+                f"so p({texts[i]!r}) also counts answers that go on to {texts[j]!r} "
+                f"({len(conflicts)} such pair(s)); use scoring mode 'whole' to score whole answers",
+                stacklevel=3,
+            )
 
     def distributions(self, requests: Sequence[ScoringRequest]) -> list[np.ndarray]:
         """Option probabilities p(y|g,q) (Eq. 3) as float64 numpy arrays summing to 1."""
@@ -245,9 +374,26 @@ class OptionScorer:
     def _device(self):
         return next(self.model.parameters()).device
 
-    def _score_batch(self, prompts: list[list[int]], options: list[list[tuple[int, ...]]]):
-        """Eq. 2 log-likelihoods (unnormalized) of each prompt's options, as (K,) tensors."""
+    def _cache_kw(self) -> str:
+        """Name of the forward's KV-cache argument: ``cache`` in newer transformers (where
+        ``past_key_values`` is deprecated), ``past_key_values`` before."""
+        if not hasattr(self, "_cache_arg"):
+            import inspect
+
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            params = inspect.signature(base.forward).parameters
+            self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        return self._cache_arg
+
+    def _score_batch(self, encoded: list[tuple[list[int], list[tuple[int, ...]], list | None]]):
+        """Log-likelihoods (before Eq. 3) of each request's options, as (K,) tensors.
+
+        Pass 1 runs the prompts (after a shared-prefix pass when it pays); pass 2 runs every
+        request's option tree from pass 1's KV cache, each node attending to its prompt and its
+        ancestors only (a 4-D attention mask), at the positions the option tokens would take.
+        """
         dev = self._device()
+        prompts = [e[0] for e in encoded]
         B = len(prompts)
         lens = [len(p) for p in prompts]
         L = self._shared_length(prompts)
@@ -256,7 +402,7 @@ class OptionScorer:
             ids = torch.tensor([prompts[0][:L]], device=dev)
             out = self.model(input_ids=ids, position_ids=torch.arange(L, device=dev)[None],
                              use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+            cache = getattr(out, "cache", None) or out.past_key_values
             cache.batch_repeat_interleave(B)
         # Suffixes, left-padded so every prompt ends at the last column; padding sits between the
         # shared prefix and the suffix, masked out, with explicit position ids.
@@ -271,47 +417,61 @@ class OptionScorer:
             mask[b, L + S - n :] = 1
             pos[b, S - n :] = torch.arange(L, len(p))
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw(): cache})
         first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B, V)
 
-        # Continuation rows for multi-token options, from each prompt's KV cache.
-        rows: list[tuple[int, tuple[int, ...]]] = []
-        for b, opts in enumerate(options):
-            rows += [(b, r) for r in _continuation_rows(opts)]
-        row_lp = None
-        if rows:
-            cache = out.past_key_values
-            R, T = len(rows), max(len(r) for _, r in rows)
-            sel = torch.tensor([b for b, _ in rows], device=dev)
-            cache.batch_select_indices(sel)
-            rids = torch.full((R, T), self.pad_id, dtype=torch.long)
-            rmask = torch.cat([mask[sel.cpu()], torch.zeros((R, T), dtype=torch.long)], dim=1)
-            rpos = torch.zeros((R, T), dtype=torch.long)
-            for k, (b, r) in enumerate(rows):
-                rids[k, : len(r)] = torch.tensor(r)
-                rmask[k, L + S : L + S + len(r)] = 1
-                rpos[k, : len(r)] = torch.arange(lens[b], lens[b] + len(r))
-            rout = self.model(input_ids=rids.to(dev), attention_mask=rmask.to(dev),
-                              position_ids=rpos.to(dev), past_key_values=cache, use_cache=False)
-            row_lp = torch.log_softmax(rout.logits.float(), dim=-1)  # (R, T, V)
+        whole = self.mode == "whole"
+        trees = [option_tree(opts, whole) for _, opts, _ in encoded]
+        node_lp = None
+        if any(trees):
+            cache = getattr(out, "cache", None) or out.past_key_values
+            node_lp = self._tree_pass(cache, mask, lens, trees, dev)  # (B, T, V)
 
         results = []
-        row_of = {}
-        for k, (b, r) in enumerate(rows):
-            row_of[(b, r)] = k
-        for b, opts in enumerate(options):
-            my_rows = [r for (bb, r) in rows if bb == b]
+        for b, (_, opts, cont) in enumerate(encoded):
+            node_of = {p: j for j, p in enumerate(trees[b])}
             lls = []
-            for o in opts:
-                parts = [first[b, o[0]]]
+            for k, o in enumerate(opts):
+                parts = [first[b, o[0]].reshape(1)]
                 if len(o) > 1:
-                    r = next(r for r in my_rows if r[: len(o) - 1] == o[:-1])
-                    k = row_of[(b, r)]
-                    tgt = torch.tensor(o[1:], device=dev)
-                    parts.append(row_lp[k, torch.arange(len(o) - 1, device=dev), tgt])
-                lls.append(option_log_likelihood(torch.cat([x.reshape(-1) for x in parts])))
+                    at = torch.tensor([node_of[o[:j]] for j in range(1, len(o))], device=dev)
+                    parts.append(node_lp[b, at, torch.tensor(o[1:], device=dev)])
+                tok_lp = torch.cat(parts)
+                if whole:
+                    c = cont[k].to(dev)
+                    if c.numel():
+                        end = node_lp[b, node_of[o]]
+                        lls.append(answer_log_likelihood(tok_lp, torch.logsumexp(end[c], dim=-1)))
+                        continue
+                lls.append(option_log_likelihood(tok_lp))
             results.append(torch.stack(lls))
         return results
+
+    def _tree_pass(self, cache, mask, lens, trees, dev) -> torch.Tensor:
+        """Log-softmax at every node of every request's option tree, (B, T, V)."""
+        B, P = mask.shape
+        T = max(len(t) for t in trees)
+        ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((B, T), dtype=torch.long)
+        allowed = torch.zeros((B, 1, T, P + T), dtype=torch.bool)
+        allowed[:, 0, :, :P] = mask.bool()[:, None, :]
+        for b, nodes in enumerate(trees):
+            index = {p: j for j, p in enumerate(nodes)}
+            for j, p in enumerate(nodes):
+                ids[b, j] = p[-1]
+                pos[b, j] = lens[b] + len(p) - 1
+                for d in range(1, len(p) + 1):  # the node and its ancestors
+                    allowed[b, 0, j, P + index[p[:d]]] = True
+            for j in range(len(nodes), T):  # padding nodes see only themselves (no empty rows)
+                allowed[b, 0, j, P + j] = True
+        mask4 = allowed
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+            # eager attention adds the mask to its scores: an additive float mask
+            dtype = self.model.get_input_embeddings().weight.dtype
+            mask4 = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask4.to(dev), position_ids=pos.to(dev),
+                         use_cache=False, **{self._cache_kw(): cache})
+        return torch.log_softmax(out.logits.float(), dim=-1)
 
 
 # -- scoring survey cells ------------------------------------------------------------------------
@@ -323,24 +483,38 @@ PREDICTION_COLUMNS = [
 _PARTIAL_META_KEY = b"acealign.partial"
 
 
+def question_request(prompt: str, question) -> ScoringRequest:
+    """The scoring request of one prompt on ``question``: its option numbers (see
+    :func:`acealign.prompts.option_verbalizations`), renormalized over its substantive options."""
+    from .prompts import option_verbalizations
+
+    scale = tuple(getattr(question, "scale_indices", range(question.n_options)))
+    return ScoringRequest(prompt, tuple(option_verbalizations(question)),
+                          None if len(scale) == question.n_options else scale)
+
+
 def _cell_request(data, cell, template, tokenizer, chat) -> ScoringRequest:
-    from .prompts import build_prompt, option_verbalizations
+    from .prompts import build_prompt
 
     q = data.questions[cell.question_key]
-    return ScoringRequest(
-        build_prompt(cell.persona, q, template, tokenizer=tokenizer, chat=chat),
-        tuple(option_verbalizations(q)),
-    )
+    return question_request(build_prompt(cell.persona, q, template, tokenizer=tokenizer, chat=chat), q)
 
 
-def _fingerprint(model, template, chat) -> dict:
+def scoring_fingerprint(scorer: OptionScorer, template, chat, extra: dict | None = None) -> dict:
+    """What determines a cell's predicted distribution: model, template, chat, scoring mode and
+    weight dtype, plus the caller's ``extra`` (adapter content digest, split digest)."""
+    model = scorer.model
     cfg = getattr(model, "config", None)
-    return {
+    fp = {
         "model": str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "")),
         "model_class": type(model).__name__,
         "template": template if isinstance(template, str) else template.name,
         "chat": chat,
+        "scoring_mode": scorer.mode,
+        "dtype": model_precision(model),
     }
+    fp.update(extra or {})
+    return fp
 
 
 def _read_partial(path, fingerprint: dict) -> dict[tuple[str, str], np.ndarray]:
@@ -348,10 +522,12 @@ def _read_partial(path, fingerprint: dict) -> dict[tuple[str, str], np.ndarray]:
 
     table = pq.read_table(path)
     meta = (table.schema.metadata or {}).get(_PARTIAL_META_KEY)
-    got = json.loads(meta) if meta else None
+    got = json.loads(meta) if meta else {}
     if got != fingerprint:
+        diff = [f"{k}: {got.get(k)!r} -> {fingerprint.get(k)!r}"
+                for k in sorted(set(got) | set(fingerprint)) if got.get(k) != fingerprint.get(k)]
         raise ValueError(
-            f"{path}: partial results were scored with other settings ({got}, now {fingerprint}); "
+            f"{path}: partial results were scored with other settings ({'; '.join(diff)}); "
             "delete it to start over"
         )
     cols = table.to_pydict()
@@ -388,6 +564,7 @@ def score_cells(
     progress: bool = True,
     chunk_size: int = 128,
     scorer: OptionScorer | None = None,
+    fingerprint: dict | None = None,
 ) -> list[np.ndarray]:
     """Predicted option distributions (Eq. 3) of survey cells, in the order of ``cells``.
 
@@ -396,7 +573,9 @@ def score_cells(
     are checkpointed there (Parquet, rewritten atomically after every chunk) and a rerun skips the
     cells already in it; settings that differ from the checkpoint's are an error. Cells are scored
     in the order of their prompt text, so a batch shares the longest common prefix (chat header
-    and persona sentence, or the whole question for question-first templates).
+    and persona sentence, or the whole question for question-first templates). ``fingerprint``:
+    extra fields (adapter content digest, split digest) that must match the checkpoint's, beside
+    the model, template, chat, scoring mode and dtype (:func:`scoring_fingerprint`).
     """
     from .prompts import get_template, has_chat_template
 
@@ -404,7 +583,7 @@ def score_cells(
         chat = has_chat_template(tokenizer)
     tname = get_template(template).name
     scorer = scorer or OptionScorer(model, tokenizer, batch_size=batch_size)
-    fp = _fingerprint(model, tname, chat)
+    fp = scoring_fingerprint(scorer, tname, chat, fingerprint)
     done: dict[tuple[str, str], np.ndarray] = {}
     if partial_path is not None and Path(partial_path).is_file():
         done = _read_partial(partial_path, fp)
@@ -465,8 +644,10 @@ def predictions_frame(data, cells, preds, method: str = "base"):
 
 
 def predict_cells(scorer: OptionScorer, data, cells, template="paper", chat: bool | None = None,
-                  method: str = "base", partial_path=None, progress: bool = True):
+                  method: str = "base", partial_path=None, progress: bool = True,
+                  fingerprint: dict | None = None):
     """Score ``cells`` and return the predictions DataFrame (resumable through ``partial_path``)."""
     preds = score_cells(scorer.model, scorer.tokenizer, data, cells, template=template, chat=chat,
-                        partial_path=partial_path, progress=progress, scorer=scorer)
+                        partial_path=partial_path, progress=progress, scorer=scorer,
+                        fingerprint=fingerprint)
     return predictions_frame(data, cells, preds, method)

@@ -1,4 +1,6 @@
 import math
+import string
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +10,10 @@ import torch
 from acealign.scoring import (
     OptionScorer,
     ScoringRequest,
-    _continuation_rows,
+    answer_log_likelihood,
+    continuation_token_ids,
     option_log_likelihood,
+    option_tree,
     renormalize,
 )
 from acealign.testing import tiny_model_and_tokenizer
@@ -22,15 +26,34 @@ def tiny():
     return tiny_model_and_tokenizer(seed=0)
 
 
-def manual_log_probs(model, tok, prompt, options):
-    """Eq. 2-3 the slow obvious way: one full forward per (prompt + option), sum the log-softmaxes."""
+def continuing_ids(tok, option):
+    """Tokens that continue ``option``, computed independently of the engine from the tiny
+    character vocabulary: digits after a number, letters and digits after a word."""
+    if option[-1].isdigit():
+        chars = string.digits
+    elif option[-1].isalpha():
+        chars = string.digits + string.ascii_letters
+    else:
+        return []
+    # raw vocabulary strings (byte-level BPE marks a leading space with "Ġ", not a digit/letter)
+    return [i for t, i in tok.get_vocab().items() if t[:1] in chars and t[:1] != ""]
+
+
+def manual_log_probs(model, tok, prompt, options, mode="whole"):
+    """Eq. 2-3 the slow obvious way: one full forward per (prompt + option), sum the log-softmaxes;
+    in "whole" mode add log(1 - P(next token continues the option))."""
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     lls = []
     for o in options:
         oi = tok(o, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            lp = torch.log_softmax(model(torch.tensor([ids + oi])).logits[0], -1)
-        lls.append(sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(oi)))
+            lp = torch.log_softmax(model(torch.tensor([ids + oi])).logits[0].double(), -1)
+        ll = sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(oi))
+        if mode == "whole":
+            cont = continuing_ids(tok, o)
+            # an option extending this one by a non-word character would add its first token here
+            ll += math.log(1.0 - lp[len(ids) + len(oi) - 1, cont].exp().sum().item())
+        lls.append(ll)
     lls = np.array(lls)
     return lls - np.logaddexp.reduce(lls)
 
@@ -55,23 +78,94 @@ def test_eq3_renormalizes_over_options():
     assert got.tolist() == pytest.approx([0.25, 0.75])
 
 
-def test_continuation_rows_share_option_prefixes():
-    # "10"=(1,0), "11"=(1,1) both need the logits after token 1; "234" needs after (2,3), which
-    # also serves "22" and "23" (logits after (2,) come with that row).
-    assert _continuation_rows([(1,), (1, 0), (1, 1)]) == [(1,)]
-    assert _continuation_rows([(1,), (2, 2), (2, 3), (2, 3, 4)]) == [(2, 3)]
-    assert _continuation_rows([(5,), (6,)]) == []
+def test_option_tree_shares_option_prefixes():
+    # literal Eq. 2: "10"=(1,0) and "11"=(1,1) need the logits after (1,); "234" after (2,) and (2,3)
+    assert option_tree([(1,), (1, 0), (1, 1)], whole=False) == [(1,)]
+    assert option_tree([(1,), (2, 2), (2, 3), (2, 3, 4)], whole=False) == [(2,), (2, 3)]
+    assert option_tree([(5,), (6,)], whole=False) == []
+    # whole answers also need the logits after each complete option
+    assert option_tree([(1,), (1, 0)], whole=True) == [(1,), (1, 0)]
+    assert option_tree([(5,), (6,)], whole=True) == [(5,), (6,)]
 
 
+@pytest.mark.parametrize("mode", ["whole", "literal"])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 @pytest.mark.parametrize("prefix_sharing", [True, False])
-def test_engine_matches_manual_eq2_eq3(tiny, batch_size, prefix_sharing):
+def test_engine_matches_manual_eq2_eq3(tiny, batch_size, prefix_sharing, mode):
     model, tok = tiny
-    scorer = OptionScorer(model, tok, batch_size=batch_size, prefix_sharing=prefix_sharing)
-    got = scorer.log_probs(REQUESTS)
+    scorer = OptionScorer(model, tok, batch_size=batch_size, prefix_sharing=prefix_sharing, mode=mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = scorer.log_probs(REQUESTS)
     for r, lp in zip(REQUESTS, got, strict=True):
         assert lp.shape == (len(r.options),)
-        np.testing.assert_allclose(lp.numpy(), manual_log_probs(model, tok, r.prompt, r.options), atol=2e-5)
+        want = manual_log_probs(model, tok, r.prompt, r.options, mode)
+        np.testing.assert_allclose(lp.numpy(), want, atol=1e-5)
+
+
+def test_whole_answer_term_by_hand():
+    # p(tokens) = 0.5, P(next continues) = 0.25 -> log 0.5 + log 0.75
+    got = answer_log_likelihood(torch.tensor([math.log(0.5)]), torch.tensor(math.log(0.25)))
+    assert got.item() == pytest.approx(math.log(0.375))
+    # no continuation mass (-inf) is Eq. 2 itself; mass near 1 stays finite and very negative
+    assert answer_log_likelihood(torch.tensor([-1.0]), torch.tensor(-math.inf)).item() == pytest.approx(-1.0)
+    assert answer_log_likelihood(torch.tensor([0.0]), torch.tensor(-1e-6)).item() == pytest.approx(
+        math.log(1e-6), rel=1e-3)
+
+
+def test_continuation_sets():
+    texts = ["0", "5", "12", " 3", "a", "Ab", ",", ", strongly", ":", ""]
+    assert continuation_token_ids(texts, "1") == [0, 1, 2]  # digits, not " 3" or ":"
+    assert continuation_token_ids(texts, "Agree") == [0, 1, 2, 4, 5]  # the word goes on
+    # an option extending this one by ", strongly": its first tokens count as continuations
+    assert continuation_token_ids(texts, "Agree", ["Agree", "Agree, strongly"]) == [0, 1, 2, 4, 5, 6, 7]
+    assert continuation_token_ids(texts, "(a)") == []
+
+
+def test_scale_renormalizes_over_substantive_options(tiny):
+    model, tok = tiny
+    opts = ("0", "1", "2", "3")
+    full = OptionScorer(model, tok).log_likelihoods([ScoringRequest("Pick: ", opts)])[0]
+    got = OptionScorer(model, tok).log_probs([ScoringRequest("Pick: ", opts, scale=(1, 2, 3))])[0]
+    want = full[1:] - torch.logsumexp(full[1:], 0)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="does not index"):
+        OptionScorer(model, tok).log_probs([ScoringRequest("Pick: ", opts, scale=(1, 4))])
+
+
+def test_literal_mode_warns_on_prefix_options(tiny):
+    model, tok = tiny
+    with pytest.warns(UserWarning, match="prefix of '10'"):
+        OptionScorer(model, tok, mode="literal").log_probs([ScoringRequest("Pick: ", ("1", "10"))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no prefix pair, no warning; whole mode never warns
+        OptionScorer(model, tok, mode="literal").log_probs([ScoringRequest("Pick: ", ("1", "2"))])
+        OptionScorer(model, tok).log_probs([ScoringRequest("Pick: ", ("1", "10"))])
+    with pytest.raises(ValueError, match="unknown scoring mode"):
+        OptionScorer(model, tok, mode="first")
+
+
+def test_ten_can_beat_one_only_with_whole_answers():
+    # Teach a tiny model to answer "10" and stop: P("1") ~ 1, P("0"|"1") high, then end of turn.
+    model, tok = tiny_model_and_tokenizer(seed=1)
+    prompt = "Scale 1-10? "
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    seq = torch.tensor([ids + tok("10", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        opt.zero_grad()
+        model(input_ids=seq, labels=seq).loss.backward()
+        opt.step()
+    model.eval()
+    req = ScoringRequest(prompt, tuple(str(k) for k in range(1, 11)))
+    literal = OptionScorer(model, tok, mode="literal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lit = literal.distributions([req])[0]
+    whole = OptionScorer(model, tok).distributions([req])[0]
+    assert lit[0] >= lit[9]  # literal Eq. 2: p("10") = p("1") p("0"|"1") <= p("1")
+    assert whole.argmax() == 9 and whole[9] > 0.5  # the whole answer "10" wins
 
 
 def test_multi_token_option_scores_whole_sequence(tiny):
@@ -84,7 +178,7 @@ def test_multi_token_option_scores_whole_sequence(tiny):
         lp = torch.log_softmax(model(torch.tensor([ids + [one, zero]])).logits[0], -1)
     ll_1 = lp[len(ids) - 1, one].item()
     ll_10 = ll_1 + lp[len(ids), zero].item()  # Eq. 2: log p("1"|prompt) + log p("0"|prompt,"1")
-    got = OptionScorer(model, tok).log_probs([ScoringRequest(prompt, ("1", "10"))])[0]
+    got = OptionScorer(model, tok, mode="literal").log_probs([ScoringRequest(prompt, ("1", "10"))])[0]
     expect = np.array([ll_1, ll_10]) - np.logaddexp(ll_1, ll_10)
     np.testing.assert_allclose(got.numpy(), expect, atol=1e-5)
     # first-token-only scoring would have given "1" and "10" the same likelihood
@@ -164,8 +258,9 @@ def test_real_default_model_scores_real_prompts():
     for d in dists:
         assert d.shape == (q.n_options,) and d.sum() == pytest.approx(1.0)
     # Eq. 3 keeps likelihood ratios: log p(1)/p(10) = l(1) - l(10), checked by plain forwards.
-    ll = manual_log_probs(model, tok, reqs[1].prompt, ("1", "10"))
-    assert np.log(dists[1][0] / dists[1][9]) == pytest.approx(ll[0] - ll[1], abs=1e-4)
+    # Whole answers: an independent plain forward per option, plus P(next token is a digit).
+    want = np.exp(manual_log_probs(model, tok, reqs[1].prompt, reqs[1].options))
+    np.testing.assert_allclose(dists[1], want, atol=1e-5)
     assert not np.allclose(dists[0], dists[1])  # the persona changes the answer distribution
 
 
