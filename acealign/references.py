@@ -1,8 +1,10 @@
 """Reference scores that frame a model's results: what finite survey cells allow, and trivial baselines.
 
 - Cell level (alignment score, Eq. 15): the sampling-noise *ceiling* (parametric bootstrap), the
-  *country-marginal* reference (predict, for every persona, the question's distribution over all
-  of the country's respondents) and the *uniform* reference.
+  *country-marginal oracle* (predict, for every persona, the question's distribution over all of
+  the country's respondents: persona-blind, but it uses each scored question's own answers, so it
+  is an oracle, not a baseline a model could reach without the evaluation data; reports label it
+  "Country marginal (oracle)") and the *uniform* reference.
 - Pair level (CDF effect distance, Eq. 11-12): the *no-effect* reference (a model whose answers
   ignore the attribute) and the bootstrap *noise floor* of the effect distance.
 
@@ -58,7 +60,8 @@ def cell_references(
     ``ceiling``: mean bootstrap score of the cell against itself (metrics.bootstrap_ceiling_batch;
     ``n_boot=None``: its exact limit, metrics.expected_ceiling_batch);
     ``marginal``: alignment_score(country distribution of the question, cell), where the country
-    distribution is ``data.counts(Persona(country), question_key)`` (all its respondents);
+    distribution is ``data.counts(Persona(country), question_key)`` (all its respondents; an
+    oracle: it is built from the very question being scored);
     ``uniform``: alignment_score(uniform over the options, cell). Cells are batched by option count.
     """
     rng = np.random.default_rng(0) if rng is None else rng
@@ -91,7 +94,7 @@ def reference_table(
     countries=None,
     question_keys=None,
 ) -> list[dict]:
-    """Noise ceiling, country-marginal and uniform reference scores per country and G.
+    """Noise ceiling, country-marginal (oracle) and uniform reference scores per country and G.
 
     Returns one dict per (country, G) with at least one eligible cell (``acealign.personas.
     eligible_cells`` with ``min_n``), keys exactly ``country, granularity, cells, ceiling,

@@ -86,16 +86,37 @@ def test_country_scores_and_average(two_countries):
     assert wide["diff"].tolist() == pytest.approx([0.0, 17.5])
     avg = table1.average_scores(two_countries, n_boot=0)
     assert avg.set_index("method")["avg"].to_dict() == pytest.approx({"base": 72.5, "ace": 90.0})
+    # d/t1/q1 is asked in egypt and chile: 2 independent questions behind the average, not 3.
+    assert avg["n_questions"].tolist() == [2, 2]
+    assert s.set_index(["method", "country"]).loc[("base", "egypt"), "n_questions"] == 2
 
 
-def test_paired_sign_flip_test(two_countries):
+def test_paired_sign_flip_test_flips_whole_questions(two_countries):
     t = table1.paired_tests(two_countries, n_perm=20000)
     assert len(t) == 1 and t.iloc[0].baseline == "base"
     # Per-question differences ace - base: egypt q1 +0.3, q2 -0.2; chile q1 +0.3.
     # T = mean over countries of country mean diff = ((0.3 - 0.2)/2 + 0.3)/2 = 0.175 -> 17.5.
     assert t.iloc[0]["diff"] == pytest.approx(17.5)
-    # Of the 8 sign patterns, |T*| >= 0.175 for 4 ((+,-,+), (+,+,+), (-,-,-), (-,+,-)): p = 0.5.
-    assert t.iloc[0].p_value == pytest.approx(0.5, abs=0.02)
+    # q1 is one question asked in both countries: its egypt and chile differences flip together.
+    # v_q1 = (0.3/2 + 0.3/1)/2 = 0.225, v_q2 = (-0.2/2)/2 = -0.05; the 4 patterns give
+    # T* = +-0.175, +-0.275, all >= 0.175 in size: p = 4/4 (exact enumeration).
+    assert t.iloc[0].p_value == 1.0 and t.iloc[0].n_questions == 2 and t.iloc[0].cells == 3
+    # Had chile asked a different question (3 independent units), half of the 8 patterns
+    # ((+,-,+), (+,+,+), (-,-,-), (-,+,-)) reach |T*| >= 0.175: p = 0.5.
+    other = two_countries.assign(question_key=np.where(two_countries.country == "chile", "d/t1/q9", two_countries.question_key))
+    t2 = table1.paired_tests(other, n_perm=20000)
+    assert t2.iloc[0].p_value == 0.5 and t2.iloc[0].n_questions == 3
+
+
+def test_paired_tests_holm_over_the_table(two_countries):
+    # A second baseline, "worse": every prediction the opposite of the survey's first option.
+    worse = two_countries[two_countries.method == "base"].assign(method="worse", pred=[[0.0, 1.0]] * 3)
+    t = table1.paired_tests(pd.concat([two_countries, worse]), n_perm=20000).set_index("baseline")
+    # ace - worse: egypt q1 1.0 - 0.2 = +0.8, q2 0.8 - 0.5 = +0.3; chile q1 0.9 - 0 = +0.9.
+    # v_q1 = (0.8/2 + 0.9)/2 = 0.65, v_q2 = (0.3/2)/2 = 0.075: T = 0.725, only the all-same
+    # patterns reach it: p = 2/4 = 0.5. Holm over {1.0 (base), 0.5}: 0.5 * 2 = 1.0, then 1.0.
+    assert t.loc["worse", "p_value"] == 0.5 and t.loc["base", "p_value"] == 1.0
+    assert t["p_holm"].tolist() == [1.0, 1.0]
 
 
 def test_with_scores_keeps_given_score_and_validates(two_countries):
@@ -198,6 +219,23 @@ def test_effect_fidelity(pair_preds):
     assert eg.loc["no-effect", "cdf_distance"] == pytest.approx(0.1)  # = the base model here
     assert 0 < eg.loc["noise-floor", "cdf_distance"] < 0.5
     assert set(t.country) == {"egypt", "Avg"} and (eg["pairs"] == 1).all()
+    # One question: every resample draws it, so each CI is the point itself.
+    assert (eg["n_questions"] == 1).all()
+    assert np.allclose(eg["ci_low"], eg["cdf_distance"]) and np.allclose(eg["ci_high"], eg["cdf_distance"])
+    shown = fidelity.per_mille(t).set_index(["method", "country"])
+    assert shown.loc[("flip", "egypt"), "d_cdf_x1000"] == pytest.approx(200.0)
+    assert "cdf_distance" not in shown.columns and "ci_high_x1000" in shown.columns
+
+
+def test_effect_fidelity_ci_resamples_questions(pair_preds):
+    # "flip" again on a second question q2 where it predicts the survey effect exactly: d_CDF 0.2
+    # on q1, 0 on q2. Resamples of the 2 questions give 0.2, 0.1 or 0 (p = 1/4, 1/2, 1/4):
+    # the 95% percentile interval is [0, 0.2] around the estimate 0.1.
+    flip = pair_preds[pair_preds.method == "flip"]
+    q2 = flip.assign(question_id="q2", question_key="d/t1/q2", pred=[[0.6, 0.4], [0.4, 0.6]])
+    t = fidelity.effect_fidelity(pd.concat([flip, q2]), n_boot=20, n_ci=2000)
+    r = t[(t.method == "flip") & (t.country == "Avg")].iloc[0]
+    assert (r.cdf_distance, r.ci_low, r.ci_high, r.n_questions) == pytest.approx((0.1, 0.0, 0.2, 2))
 
 
 def test_taxonomy(pair_preds):
@@ -303,24 +341,67 @@ def test_fairness():
     assert (c.d_worst, c.d_gap, c.d_modal_accuracy) == pytest.approx((50.0, -35.0, 1 / 3))
 
 
-def test_seeds_are_merged_into_their_method(two_countries):
+def test_seed_runs_are_scored_one_by_one_never_averaged():
+    """Two seeds of ace on one gender pair; the mean of the per-seed metrics differs from the
+    metric of the seed-averaged prediction (an ensemble) for S, fidelity, taxonomy and modal
+    accuracy. Survey: Female (0.6, 0.4), Male (0.4, 0.6); data effect (0.2, -0.2), dd = -0.2."""
     from acealign.analyses import seeds
+    from acealign.report.tables import analyse
 
-    s0 = two_countries[two_countries.method == "ace"].assign(method="ace-s0")
-    s1 = two_countries[two_countries.method == "base"].assign(method="ace-s1")  # seed 1 = base preds
-    df = pd.concat([two_countries[two_countries.method == "base"], s0, s1], ignore_index=True)
+    f, m = f"egypt|gender=Female,{X}", f"egypt|gender=Male,{X}"
+    preds = {
+        "base": ([0.5, 0.5], [0.5, 0.5]),
+        # s0: effect (0.4, -0.4): d_CDF |0.4 - 0.2|/2 = 0.1; dm = 0.2 - 0.6 = -0.4, stereotyping;
+        # both modes right; cell scores 1 - 0.2 = 0.8 and 1.0.
+        "ace-s0": ([0.8, 0.2], [0.4, 0.6]),
+        # s1: effect (-0.2, 0.2): d_CDF |-0.2 - 0.2|/2 = 0.2; dm = +0.2, flipped; both modes
+        # wrong (argmax 1 vs survey mode 0; tie -> 0 vs survey mode 1); scores 0.7 and 0.9.
+        "ace-s1": ([0.3, 0.7], [0.5, 0.5]),
+    }
+    df = pd.DataFrame([r for meth, (p1, p0) in preds.items()
+                       for r in (row(meth, f, "q1", [6, 4], p1), row(meth, m, "q1", [4, 6], p0))])
     assert seeds.seed_groups(df["method"].unique()) == {"ace": ["ace-s0", "ace-s1"]}
-    merged = seeds.merge_seeds(df)
-    assert sorted(merged["method"].unique()) == ["ace", "base"]
-    scores = table1.country_scores(merged, n_boot=0).set_index(["method", "country"])["score"]
-    # egypt: cells (1.0 + 0.7)/2 and (0.8 + 1.0)/2 -> 87.5 = mean of the seeds' 90 and 85.
-    assert scores.loc[("ace", "egypt")] == pytest.approx(87.5)
-    assert scores.loc[("ace", "chile")] == pytest.approx(75.0)  # (90 + 60)/2
-    e = merged[(merged.method == "ace") & (merged.question_id == "q1") & (merged.country == "egypt")]
-    assert list(e["pred"].item()) == pytest.approx([0.65, 0.35])  # mean of (0.8,0.2) and (0.5,0.5)
-    spread = seeds.seed_spread(df).iloc[0]
-    # Table-1 averages: seed 0 (90 + 90)/2 = 90, seed 1 (85 + 60)/2 = 72.5.
-    assert (spread["mean"], spread["std"]) == pytest.approx((81.25, np.std([90, 72.5], ddof=1)))
-    assert spread["per_seed"] == "90.00 / 72.50"
+    t = analyse(df, n_boot=0, n_perm=100)
+    summary = t["summary"].set_index("method")
+    ace = summary.loc["ace"]
+    # Per seed, then mean. The averaged prediction ((0.55, 0.45), (0.45, 0.55)) would give
+    # S 95, d_CDF |0.1 - 0.2|/2 = 0.05 (x1000: 50), erasure (no flip) and modal accuracy 1.
+    assert ace["S"] == pytest.approx(85.0)  # (90 + 80)/2
+    assert ace["d_cdf_x1000"] == pytest.approx(150.0)  # (100 + 200)/2
+    assert ace["flipped_share"] == pytest.approx(0.5)  # (0 + 1)/2
+    assert ace["modal_accuracy"] == pytest.approx(0.5)  # (1 + 0)/2
+    assert ace["worst_persona"] == pytest.approx(75.0)  # (80 + 70)/2
+    assert ace["seeds"] == 2 and summary.loc["base", "seeds"] == 1
+    fid = t["fidelity"].set_index(["method", "country"])
+    assert fid.loc[("ace", "egypt"), "d_cdf_x1000_sd"] == pytest.approx(np.std([100, 200], ddof=1))
+    shares = t["taxonomy_shares"].set_index(["method", "country"])
+    assert shares.loc[("ace", "All"), ["flipped", "stereotyping", "erasure"]].tolist() == pytest.approx([0.5, 0.5, 0.0])
+    assert t["taxonomy_effects"].query("method == 'ace'")["seed"].tolist() == [0, 1]
+    spread = t["seed_spread"].set_index("metric")
+    assert spread.loc["S", "per_seed"] == "90 / 80" and spread.loc["S", "seed_std"] == pytest.approx(np.std([90, 80], ddof=1))
+    assert spread.loc["modal_accuracy", "per_seed"] == "1 / 0"
+    assert spread.loc["d_cdf_x1000", "seed_mean"] == pytest.approx(150.0)
+    # Table 1 of the seeded method is the mean of the seeds' Table 1 (cell scores are per seed).
+    assert t["table1"].set_index("method").loc["ace", "egypt"] == pytest.approx(85.0)
     # A name whose base is itself a method stays as it is.
     assert seeds.seed_groups(["ace", "ace-s1"]) == {}
+
+
+def test_collapse_seeds_mean_spread_and_labels():
+    from acealign.analyses import seeds
+
+    runs = pd.DataFrame({
+        "method": ["base", "ace-s0", "ace-s1", "ace-s2"],
+        "country": ["egypt"] * 4,
+        "worst": [60.0, 70.0, 80.0, 90.0],
+        "worst_persona": ["a", "a", "b", "a"],
+        "personas": [4, 4, 4, 4],
+    })
+    out = seeds.collapse_seeds(runs, ["country"], ["worst"]).set_index("method")
+    assert list(out.index) == ["base", "ace"]
+    assert (out.loc["ace", "worst"], out.loc["ace", "worst_sd"]) == pytest.approx((80.0, 10.0))
+    assert np.isnan(out.loc["base", "worst_sd"]) and out.loc["base", "seeds"] == 1
+    assert out.loc["ace", "worst_persona"] == "a / b / a" and out.loc["ace", "personas"] == 4
+    assert common.method_label("ace-s2") == "ACE-Align (seed 2)"
+    assert common.method_label("country-marginal") == "Country marginal (oracle)"
+    assert common.method_order(["ace-s1", "ace-s0", "base", "anchor-s0"]) == ["base", "anchor-s0", "ace-s0", "ace-s1"]

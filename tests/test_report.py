@@ -65,7 +65,21 @@ def test_report_files_and_values(run_dir):
     assert summary.loc["ace", "S"] > summary.loc["base", "S"]
     assert summary.loc["noise-ceiling", "S"] > summary.loc["ace", "S"]
     # base mixes the country marginal (no persona effect) with uniform: no-effect fidelity.
-    assert summary.loc["base", "cdf_distance"] == pytest.approx(summary.loc["no-effect", "cdf_distance"])
+    assert summary.loc["base", "d_cdf_x1000"] == pytest.approx(summary.loc["no-effect", "d_cdf_x1000"])
+    assert 10 < summary.loc["noise-floor", "d_cdf_x1000"] < summary.loc["no-effect", "d_cdf_x1000"] < 200
+    # The country marginal has seen each evaluation question's answers: labelled an oracle.
+    assert "Country marginal (oracle)" in html and "Country marginal (oracle)" in md
+    assert "Country marginal (reference)" not in html
+    # Fidelity CIs over questions (x1000), raw and Holm p-values, independent questions counted.
+    fid = pd.read_csv(out / "tables" / "fidelity.csv")
+    avg = fid[fid.country == "Avg"].set_index("method")
+    assert (avg["ci_low_x1000"] <= avg["d_cdf_x1000"] + 1e-9).all() and (avg["d_cdf_x1000"] <= avg["ci_high_x1000"] + 1e-9).all()
+    assert (avg["n_questions"] == len(preds[preds.eval_question].question_key.unique())).all()
+    tests = pd.read_csv(out / "tables" / "paired_tests.csv")
+    assert {"p_value", "p_holm", "n_questions"} <= set(tests.columns)
+    assert (tests["p_holm"] >= tests["p_value"]).all()
+    assert "Holm" in md and "×1000" in md
+    assert summary.loc["base", "p_holm_vs_primary"].count("/") == 3  # one p-value per G
 
 
 def test_duplicate_method_and_bad_files(tmp_path, run_dir):

@@ -7,6 +7,7 @@ are kept in [0, 1] internally and shown x100 in tables, like the paper.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,30 +51,43 @@ METHOD_LABELS = {
     "ace": "ACE-Align",
     "distribution": "Distribution",
     "ace+distribution": "ACE+distribution",
-    "country-marginal": "Country marginal (reference)",
+    # Persona-blind, but it predicts each evaluation question from that question's own answers:
+    # an oracle, not a baseline a model could match without seeing the evaluation data.
+    "country-marginal": "Country marginal (oracle)",
     "noise-ceiling": "Noise ceiling (reference)",
     "no-effect": "No effect (reference)",
     "noise-floor": "Noise floor (reference)",
 }
 _ORDER = ["base", "anthropological", "anchor", "causal", "ace", "distribution", "ace+distribution"]
+# A training seed's run of a method (``ace-s0``, ``ace-s1``, ...; names from ``acealign run``).
+SEED_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    """Display name of a method id; a seed run ``ace-s1`` is shown as "ACE-Align (seed 1)"."""
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    hit = SEED_NAME.match(method)
+    if hit and hit["method"] in METHOD_LABELS:
+        return f"{METHOD_LABELS[hit['method']]} (seed {int(hit['seed'])})"
+    return method
 
 
 def method_order(methods) -> list[str]:
-    """Base model first, then the paper's order, then other methods by name, references last."""
+    """Base model first, then the paper's order, then other methods by name, references last.
+    A seed run (``ace-s1``) sorts with its method, seeds in numeric order."""
     methods = list(dict.fromkeys(methods))
 
     def rank(m):
         if m in PAIR_REFERENCES:
-            return (3, PAIR_REFERENCES.index(m), m)
+            return (3, PAIR_REFERENCES.index(m), m, -1)
         if m in REFERENCE_METHODS:
-            return (2, REFERENCE_METHODS.index(m), m)
-        if m in _ORDER:
-            return (0, _ORDER.index(m), m)
-        return (1, 0, m)
+            return (2, REFERENCE_METHODS.index(m), m, -1)
+        hit = SEED_NAME.match(m)
+        name, seed = (hit["method"], int(hit["seed"])) if hit else (m, -1)
+        if name in _ORDER:
+            return (0, _ORDER.index(name), name, seed)
+        return (1, 0, name, seed)
 
     return sorted(methods, key=rank)
 
@@ -159,61 +173,6 @@ def eval_subset(df: pd.DataFrame) -> str:
     if df["eval_question"].astype(bool).any():
         return "cells on the split's evaluation questions (all personas G=1..4)"
     return "held-out G=4 persona combinations (the split holds out no question)"
-
-
-# -- bootstrap over questions ----------------------------------------------------------------------
-
-
-def country_question_means(df: pd.DataFrame, value: str = "score") -> pd.DataFrame:
-    """Per (country, question): the sum and number of cells, the unit that the bootstrap resamples."""
-    g = df.groupby(["country", "question_key"], sort=True)[value]
-    return pd.DataFrame({"sum": g.sum(), "n": g.size()}).reset_index()
-
-
-def bootstrap_country_average(
-    units: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float, float]:
-    """Mean over countries of each country's cell mean, with a percentile CI from resampling each
-    country's questions with replacement (stratified by country). ``units``: output of
-    :func:`country_question_means` (columns country, sum, n). Returns (estimate, low, high)."""
-    rng = np.random.default_rng(seed)
-    per_country = [(g["sum"].to_numpy(float), g["n"].to_numpy(float)) for _, g in units.groupby("country")]
-    if not per_country:
-        return (float("nan"),) * 3
-    est = float(np.mean([s.sum() / n.sum() for s, n in per_country]))
-    if n_boot <= 0:
-        return est, float("nan"), float("nan")
-    boots = np.zeros(n_boot)
-    for s, n in per_country:
-        idx = rng.integers(0, len(s), size=(n_boot, len(s)))
-        boots += s[idx].sum(1) / n[idx].sum(1)
-    boots /= len(per_country)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return est, float(lo), float(hi)
-
-
-def sign_flip_test(
-    units: pd.DataFrame, n_perm: int = 2000, seed: int = 0
-) -> float:
-    """Two-sided paired sign-flip permutation p-value over questions.
-
-    ``units`` holds per (country, question) the summed per-cell score *difference* of two methods
-    (``sum``) and the number of paired cells (``n``). Under the null the two methods are exchangeable
-    on each question, so each question's difference keeps or flips its sign at random. The statistic
-    is the mean over countries of each country's mean cell difference (the Table-1 average).
-    p = (1 + #{|T*| >= |T|}) / (1 + n_perm).
-    """
-    rng = np.random.default_rng(seed)
-    per_country = [(g["sum"].to_numpy(float), g["n"].to_numpy(float)) for _, g in units.groupby("country")]
-    if not per_country:
-        return float("nan")
-    obs = np.mean([s.sum() / n.sum() for s, n in per_country])
-    perm = np.zeros(n_perm)
-    for s, n in per_country:
-        signs = rng.choice([-1.0, 1.0], size=(n_perm, len(s)))
-        perm += (signs * s).sum(1) / n.sum()
-    perm /= len(per_country)
-    return float((1 + np.sum(np.abs(perm) >= abs(obs) - 1e-12)) / (1 + n_perm))
 
 
 # -- tiers --------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ shifts the answers? Mean CDF distance of the counterfactual pairs on the evaluat
 counts) and the share of flipped attribute-topic effects, with two references computed from the
 survey counts alone: a model that predicts no effect at all (identical distributions for both ends)
 and the sampling-noise floor (the distance a model reproducing the true effects exactly would
-still show against finite cells, by parametric bootstrap).
+still show against finite cells, by parametric bootstrap). Every row's mean distance carries a
+question-clustered bootstrap CI; the report shows distances x1000 (:func:`per_mille`).
 """
 
 from __future__ import annotations
@@ -16,28 +17,59 @@ import pandas as pd
 
 from .. import metrics
 from .common import measured_pairs, method_order, unique_pair_counts
+from .seeds import collapse_seeds, mean_over_seeds
+from .stats import bootstrap_ci, n_questions, question_units
 from .taxonomy import DEFAULT_TAU, attribute_effects
 
 NO_EFFECT = "no-effect"
 NOISE_FLOOR = "noise-floor"
-COLUMNS = ["method", "country", "pairs", "cdf_distance", "flipped_share", "effects"]
+RUN_COLUMNS = ["method", "country", "pairs", "cdf_distance", "flipped_share", "effects"]
+COLUMNS = ["method", "country", "pairs", "n_questions", "cdf_distance", "ci_low", "ci_high",
+           "flipped_share", "effects"]
+PAIR_KEYS = ["country", "question_key", "attribute", "context"]
 
 
 def effect_fidelity(
-    df: pd.DataFrame, tau: float = DEFAULT_TAU, n_boot: int = 200, seed: int = 0, pairs=None
+    df: pd.DataFrame,
+    tau: float = DEFAULT_TAU,
+    n_boot: int = 200,
+    seed: int = 0,
+    pairs=None,
+    refs=None,
+    n_ci: int = 1000,
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Per method x country (and ``country="Avg"``, the mean over countries):
 
     ``pairs`` counterfactual pairs whose two G=4 ends are both predicted; ``cdf_distance`` their
-    mean d_CDF (Eq. 12, lower is better); ``flipped_share`` the share of attribute-topic effects
+    mean d_CDF (Eq. 11 per pair, averaged as Eq. 12; lower is better) with a (1 - alpha) CI
+    (``ci_low``, ``ci_high``; ``n_ci`` resamples of whole questions, :func:`fidelity_cis`) over
+    ``n_questions`` independent questions; ``flipped_share`` the share of attribute-topic effects
     that the method flips (:mod:`acealign.analyses.taxonomy`, tolerance ``tau``); ``effects`` the
     number of attribute-topic effects. Two extra method rows, ``no-effect`` and ``noise-floor``,
-    give the references of the distance. ``pairs``: :func:`measured_pairs` of ``df`` if already
-    computed.
+    give the references of the distance (``n_boot`` resamples for the floor, :func:`pair_references`).
+
+    Seed runs (``ace-s0``, ...) are measured one by one and collapsed to their method: mean over
+    seeds plus ``cdf_distance_sd``, ``flipped_share_sd`` and ``seeds``
+    (:func:`~acealign.analyses.seeds.collapse_seeds`). ``pairs``: :func:`measured_pairs` of ``df``
+    and ``refs``: :func:`pair_references` of its pairs, if already computed.
     """
     pairs = measured_pairs(df) if pairs is None else pairs
     if pairs.empty:
         return pd.DataFrame(columns=COLUMNS)
+    if refs is None:
+        refs = pair_references(unique_pair_counts(pairs), n_boot=n_boot, seed=seed)
+    runs = run_fidelity(pairs, refs, tau)
+    table = collapse_seeds(runs, ["country"], ["cdf_distance", "flipped_share"])
+    cis = fidelity_cis(pairs, refs, n_boot=n_ci, seed=seed, alpha=alpha)
+    table = table.merge(cis, on=["method", "country"], how="left")
+    front = [c for c in COLUMNS if c in table.columns]
+    return table[front + [c for c in table.columns if c not in front]]
+
+
+def run_fidelity(pairs: pd.DataFrame, refs: pd.DataFrame, tau: float = DEFAULT_TAU) -> pd.DataFrame:
+    """The point estimates of :func:`effect_fidelity` per method as named in ``pairs`` (each seed
+    run on its own predictions): columns :data:`RUN_COLUMNS`, reference rows from ``refs``."""
     effects = attribute_effects(pairs, tau=tau)
     rows = []
     for (method, country), part in pairs.groupby(["method", "country"], sort=True):
@@ -52,7 +84,6 @@ def effect_fidelity(
                 "effects": len(eff),
             }
         )
-    refs = pair_references(unique_pair_counts(pairs), n_boot=n_boot, seed=seed)
     for country, part in refs.groupby("country", sort=True):
         for name, col in ((NO_EFFECT, "no_effect"), (NOISE_FLOOR, "noise_floor")):
             rows.append(
@@ -65,7 +96,7 @@ def effect_fidelity(
                     "effects": 0,
                 }
             )
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
     avg = (
         table.groupby("method", sort=False)
         .agg(pairs=("pairs", "sum"), cdf_distance=("cdf_distance", "mean"),
@@ -73,11 +104,50 @@ def effect_fidelity(
         .reset_index()
         .assign(country="Avg")
     )
-    table = pd.concat([table, avg[COLUMNS]], ignore_index=True)
+    table = pd.concat([table, avg[RUN_COLUMNS]], ignore_index=True)
     order = {m: i for i, m in enumerate(method_order(table["method"].unique()))}
     table["_o"] = table["method"].map(order)
     table["_c"] = table["country"] == "Avg"
     return table.sort_values(["_o", "_c", "country"]).drop(columns=["_o", "_c"]).reset_index(drop=True)
+
+
+def fidelity_cis(
+    pairs: pd.DataFrame, refs: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Question-clustered bootstrap CIs of the mean d_CDF per method x country and ``Avg``.
+
+    A country's CI resamples its questions; the Avg CI resamples whole questions with their pairs
+    in every country (:func:`~acealign.analyses.stats.bootstrap_ci`). A seeded method's pairs
+    carry the mean over its seeds of each seed's d_CDF (never the d_CDF of averaged predictions).
+    Columns: method, country, n_questions, ci_low, ci_high (raw distances; NaN when n_boot is 0).
+    """
+    per_pair = mean_over_seeds(pairs, PAIR_KEYS, ["d_cdf"], drop=("pred1", "pred0"))
+    values = [per_pair[["method", *PAIR_KEYS, "d_cdf"]]]
+    for name, col in ((NO_EFFECT, "no_effect"), (NOISE_FLOOR, "noise_floor")):
+        values.append(refs[PAIR_KEYS].assign(method=name, d_cdf=refs[col].to_numpy()))
+    values = pd.concat(values, ignore_index=True)
+    rows = []
+    for method, part in values.groupby("method", sort=False):
+        groups = [(c, g) for c, g in part.groupby("country", sort=True)] + [("Avg", part)]
+        for country, sub in groups:
+            units = question_units(sub, "d_cdf")
+            _, lo, hi = bootstrap_ci(units, n_boot=n_boot, seed=seed, alpha=alpha)
+            rows.append({"method": method, "country": country, "n_questions": n_questions(units),
+                         "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["method", "country", "n_questions", "ci_low", "ci_high"])
+
+
+def per_mille(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`effect_fidelity` for display: the distance and its CI (and spread over seeds) x1000
+    as ``d_cdf_x1000``, ``ci_low_x1000``, ``ci_high_x1000`` (``d_cdf_x1000_sd``), so that the
+    room between the noise floor and the no-effect reference (e.g. 41 vs 49) is visible."""
+    names = {"cdf_distance": "d_cdf_x1000", "cdf_distance_sd": "d_cdf_x1000_sd",
+             "ci_low": "ci_low_x1000", "ci_high": "ci_high_x1000"}
+    out = table.copy()
+    for col in names:
+        if col in out.columns:
+            out[col] = 1000 * pd.to_numeric(out[col], errors="coerce")
+    return out.rename(columns=names)
 
 
 def pair_references(pairs: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:

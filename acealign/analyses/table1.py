@@ -1,39 +1,43 @@
 """Table 1: alignment score x100 per country x G x method, the average, differences from the base
-model, bootstrap confidence intervals over questions, and paired tests of ACE-Align vs baselines.
+model, bootstrap confidence intervals over questions, and paired tests of ACE-Align vs baselines
+(Holm-corrected over the table).
 
 Aggregation (as the paper's table): a country's score at granularity G is the plain mean of the
 alignment score (Eq. 15, one question at a time) over all its eligible persona-question cells of
 that G on the evaluation questions; the average column is the plain mean over countries.
+Uncertainty: whole questions are resampled / sign-flipped, with their cells in every country
+(:mod:`acealign.analyses.stats`); ``n_questions`` is the number of independent questions behind
+each CI. A method run with several seeds enters with its seed-mean cell scores
+(:func:`acealign.analyses.seeds.mean_cells`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .common import (
     BASE_METHOD,
     PRIMARY_METHOD,
     REFERENCE_METHODS,
-    bootstrap_country_average,
-    country_question_means,
     eval_rows,
     method_label,
     method_order,
-    sign_flip_test,
     with_scores,
 )
+from .stats import bootstrap_ci, holm, n_questions, question_units, sign_flip_pvalue
 
 
 def country_scores(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Long table: method, granularity, country, score (x100), ci_low, ci_high, cells, questions.
+    """Long table: method, granularity, country, score (x100), ci_low, ci_high, cells, n_questions.
 
     The CI resamples the country's evaluation questions (all persona cells of a question together).
     """
     df = eval_rows(with_scores(df))
     rows = []
     for (method, g, country), part in df.groupby(["method", "granularity", "country"], sort=True):
-        units = country_question_means(part)
-        est, lo, hi = bootstrap_country_average(units, n_boot=n_boot, seed=seed)
+        units = question_units(part)
+        est, lo, hi = bootstrap_ci(units, n_boot=n_boot, seed=seed)
         rows.append(
             {
                 "method": method,
@@ -43,10 +47,11 @@ def country_scores(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Da
                 "ci_low": 100 * lo,
                 "ci_high": 100 * hi,
                 "cells": int(units["n"].sum()),
-                "questions": len(units),
+                "n_questions": n_questions(units),
             }
         )
-    out = pd.DataFrame(rows, columns=["method", "granularity", "country", "score", "ci_low", "ci_high", "cells", "questions"])
+    cols = ["method", "granularity", "country", "score", "ci_low", "ci_high", "cells", "n_questions"]
+    out = pd.DataFrame(rows, columns=cols)
     return _sort_methods(out)
 
 
@@ -77,12 +82,13 @@ def add_differences(wide: pd.DataFrame, base: str = BASE_METHOD, avg: str = "Avg
 
 
 def average_scores(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method x G: the Table-1 average (mean over countries) with a CI from resampling each
-    country's evaluation questions."""
+    """Per method x G: the Table-1 average (mean over countries) with a CI from resampling whole
+    evaluation questions (each with its cells in every country); ``n_questions`` of them."""
     df = eval_rows(with_scores(df))
     rows = []
     for (method, g), part in df.groupby(["method", "granularity"], sort=True):
-        est, lo, hi = bootstrap_country_average(country_question_means(part), n_boot=n_boot, seed=seed)
+        units = question_units(part)
+        est, lo, hi = bootstrap_ci(units, n_boot=n_boot, seed=seed)
         rows.append(
             {
                 "method": method,
@@ -91,9 +97,11 @@ def average_scores(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Da
                 "ci_low": 100 * lo,
                 "ci_high": 100 * hi,
                 "countries": part["country"].nunique(),
+                "n_questions": n_questions(units),
             }
         )
-    return _sort_methods(pd.DataFrame(rows, columns=["method", "granularity", "avg", "ci_low", "ci_high", "countries"]))
+    cols = ["method", "granularity", "avg", "ci_low", "ci_high", "countries", "n_questions"]
+    return _sort_methods(pd.DataFrame(rows, columns=cols))
 
 
 def paired_tests(
@@ -105,12 +113,15 @@ def paired_tests(
 ) -> pd.DataFrame:
     """ACE-Align (``primary``) vs each other model method, per G, on the cells both have.
 
-    ``diff`` = Avg(primary) - Avg(baseline) x100 over the paired cells; CI from resampling questions
-    within countries; ``p_value`` from a sign-flip permutation test over questions
-    (:func:`~acealign.analyses.common.sign_flip_test`).
+    ``diff`` = Avg(primary) - Avg(baseline) x100 over the paired cells; CI from resampling whole
+    questions; ``p_value`` from a sign-flip permutation test with whole questions as the unit
+    (:func:`~acealign.analyses.stats.sign_flip_pvalue`); ``p_holm`` the Holm-adjusted p-value over
+    the family of every comparison in the table (baselines x G); ``n_questions`` independent
+    questions and ``cells`` paired cells behind each row.
     """
     df = eval_rows(with_scores(df))
-    cols = ["primary", "baseline", "granularity", "diff", "ci_low", "ci_high", "p_value", "questions", "cells"]
+    cols = ["primary", "baseline", "granularity", "diff", "ci_low", "ci_high", "p_value", "p_holm",
+            "n_questions", "cells"]
     if primary not in set(df["method"]):
         return pd.DataFrame(columns=cols)
     key = ["country", "question_key", "persona"]
@@ -122,9 +133,9 @@ def paired_tests(
         paired = prim.merge(df[df["method"] == other][key + ["score"]], on=key, suffixes=("", "_b"))
         paired["d"] = paired["score"] - paired["score_b"]
         for g, part in paired.groupby("granularity", sort=True):
-            units = country_question_means(part, "d")
-            est, lo, hi = bootstrap_country_average(units, n_boot=n_boot, seed=seed)
-            p = sign_flip_test(units, n_perm=n_perm, seed=seed)
+            units = question_units(part, "d")
+            est, lo, hi = bootstrap_ci(units, n_boot=n_boot, seed=seed)
+            p = sign_flip_pvalue(units, n_perm=n_perm, seed=seed)
             rows.append(
                 {
                     "primary": primary,
@@ -134,11 +145,14 @@ def paired_tests(
                     "ci_low": 100 * lo,
                     "ci_high": 100 * hi,
                     "p_value": p,
-                    "questions": len(units),
+                    "p_holm": np.nan,
+                    "n_questions": n_questions(units),
                     "cells": int(units["n"].sum()),
                 }
             )
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    out["p_holm"] = holm(out["p_value"].to_numpy(float))
+    return out
 
 
 def paper_table1(path) -> pd.DataFrame:

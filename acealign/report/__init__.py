@@ -5,13 +5,13 @@ from .build import (
     MANIFEST_FIELDS,
     PREDICTIONS,
     ReportResult,
-    analyse,
     build_report,
     find_predictions,
     load_predictions,
     read_manifest,
     update_manifest,
 )
+from .tables import analyse, summary_table
 
 __all__ = [
     "MANIFEST",
@@ -23,5 +23,6 @@ __all__ = [
     "find_predictions",
     "load_predictions",
     "read_manifest",
+    "summary_table",
     "update_manifest",
 ]

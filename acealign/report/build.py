@@ -12,43 +12,28 @@ Run-directory layout read here (written by ``acealign eval`` / ``acealign run``)
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..analyses import (
-    attributes,
-    compositional,
-    fairness,
-    fidelity,
-    heterogeneity,
-    seeds,
-    table1,
-    taxonomy,
-    tiers,
-)
+from ..analyses import seeds, table1, taxonomy
 from ..analyses.common import (
     BASE_METHOD,
     PRIMARY_METHOD,
     REFERENCE_METHODS,
-    eval_mask,
     eval_subset,
     load_tiers,
-    measured_pairs,
     method_label,
     method_order,
     validate_predictions,
-    with_scores,
 )
 from ..survey import DataError
 from . import figures as F
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_table
+from .render import Section, render_html, render_markdown
+from .tables import analyse
 
 MANIFEST = "run.json"
 PREDICTIONS = "predictions.parquet"
@@ -68,14 +53,6 @@ MANIFEST_FIELDS = {
     "peak_memory_mb": "peak resident memory (MiB)",
     "versions": "package versions",
 }
-
-
-@dataclass
-class Section:
-    title: str
-    text: str = ""
-    tables: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (name, caption, table)
-    figures: list[tuple[str, str]] = field(default_factory=list)  # (name, caption)
 
 
 @dataclass
@@ -151,75 +128,6 @@ def update_manifest(run_dir, **fields) -> dict:
     return manifest
 
 
-# -- analyses ----------------------------------------------------------------------------------------
-
-
-def analyse(
-    df: pd.DataFrame,
-    base: str = BASE_METHOD,
-    primary: str = PRIMARY_METHOD,
-    tiers_path=None,
-    n_boot: int = 1000,
-    n_perm: int = 2000,
-    tau: float = taxonomy.DEFAULT_TAU,
-    seed: int = 0,
-) -> dict[str, pd.DataFrame]:
-    """Run every analysis; returns tables by name (method ids, scores x100)."""
-    scored = with_scores(df)
-    tier_map = load_tiers(tiers_path)
-    t: dict[str, pd.DataFrame] = {}
-    t["country_scores"] = table1.country_scores(scored, n_boot=n_boot, seed=seed)
-    t["table1"] = table1.table1_wide(t["country_scores"], base=base)
-    t["averages"] = table1.average_scores(scored, n_boot=n_boot, seed=seed)
-    t["paired_tests"] = table1.paired_tests(scored, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed)
-    pairs = measured_pairs(scored)
-    t["fidelity"] = fidelity.effect_fidelity(scored, tau=tau, seed=seed, pairs=pairs)
-    model_scores = t["country_scores"][~t["country_scores"]["method"].isin(REFERENCE_METHODS)]
-    t["tier_scores"] = tiers.tier_scores(model_scores, tier_map, base)
-    t["tier_gaps"] = tiers.tier_gaps(model_scores, tier_map) if len(model_scores) else pd.DataFrame()
-    t["tier_summary"] = tiers.tier_summary(model_scores, tier_map, base) if len(model_scores) else pd.DataFrame()
-    t["heldout"] = compositional.heldout_scores(scored)
-    t["heldout_summary"] = compositional.heldout_summary(t["heldout"], base)
-    t["heterogeneity"] = heterogeneity.heterogeneity(scored[eval_mask(scored)])
-    t["dominant_attributes"] = heterogeneity.dominant_attributes(t["heterogeneity"])
-    t["taxonomy_effects"] = taxonomy.taxonomy(scored, tau=tau, pairs=pairs)
-    t["taxonomy_shares"] = taxonomy.taxonomy_shares(t["taxonomy_effects"])
-    t["attribute_changes"] = attributes.attribute_value_changes(scored, base)
-    t["topic_scores"] = attributes.topic_scores(scored)
-    t["fairness"] = fairness.persona_fairness(scored)
-    t["fairness_changes"] = fairness.fairness_changes(t["fairness"], base)
-    t["best_worst_personas"] = fairness.best_worst_personas(scored)
-    t["summary"] = summary_table(t, base)
-    return t
-
-
-def summary_table(t: dict[str, pd.DataFrame], base: str = BASE_METHOD) -> pd.DataFrame:
-    """One row per method: S averaged over G (and its difference from the base), p-values of the
-    primary method against it per G, effect fidelity (Avg over countries), modal accuracy and the
-    worst-persona score (mean over countries, personas of every G)."""
-    avg = t["averages"]
-    if avg.empty:
-        return pd.DataFrame()
-    s = avg.groupby("method")["avg"].mean()
-    fid = t["fidelity"]
-    fid_avg = fid[fid["country"] == "Avg"].set_index("method") if not fid.empty else pd.DataFrame()
-    fair = t["fairness"]
-    fair_all = fair[fair["granularity"] == "all"].groupby("method")[["modal_accuracy", "worst"]].mean()
-    tests = t["paired_tests"]
-    rows = []
-    for m in method_order(list(s.index) + [x for x in fid_avg.index if x in ("no-effect", "noise-floor")]):
-        row = {"method": m, "S": s.get(m, np.nan)}
-        row["diff_vs_base"] = row["S"] - s.get(base, np.nan)
-        pt = tests[tests["baseline"] == m] if not tests.empty else tests
-        row["p_vs_primary"] = " / ".join(f"{p:.3f}" for p in pt.sort_values("granularity")["p_value"]) if len(pt) else ""
-        row["cdf_distance"] = fid_avg["cdf_distance"].get(m, np.nan) if len(fid_avg) else np.nan
-        row["flipped_share"] = fid_avg["flipped_share"].get(m, np.nan) if len(fid_avg) else np.nan
-        row["modal_accuracy"] = fair_all["modal_accuracy"].get(m, np.nan)
-        row["worst_persona"] = fair_all["worst"].get(m, np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 # -- the report --------------------------------------------------------------------------------------
 
 
@@ -242,10 +150,9 @@ def build_report(
     if not paths:
         raise DataError(f"no {PREDICTIONS} under the run directory (expected eval/<method>/{PREDICTIONS})", run_dir)
     manifest = read_manifest(run_dir)
-    raw = load_predictions(paths)
-    df = seeds.merge_seeds(raw)  # ace-s0, ace-s1, ... -> ace (mean over seeds)
+    # Seed runs (ace-s0, ace-s1, ...) stay separate: analyse scores each seed on its own predictions.
+    df = load_predictions(paths)
     t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed)
-    t["seed_spread"] = seeds.seed_spread(raw)
     tier_map = load_tiers(tiers_path)
 
     fig_png: dict[str, bytes | None] = {}
@@ -339,41 +246,64 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
         f"Table 1 and the per-question analyses use {eval_subset(df)}.",
         [("slice", "Cells per method and country (evaluation questions; held-out persona cells)", _slice_table(df))],
     ))
+    oracle = method_label("country-marginal")
+    n_tests = int(t["paired_tests"]["p_value"].notna().sum()) if len(t["paired_tests"]) else 0
+    holm_text = (f"Holm(-Bonferroni) correction over the family of the {n_tests} comparisons of the "
+                 "paired-test table (baselines × G); raw p-values are kept beside the adjusted ones")
+    seeded = seeds.seed_groups(df["method"].unique())
+    seed_text = (
+        f" Methods run with several training seeds ({', '.join(f'{method_label(m)}: {len(r)}' for m, r in seeded.items())}) "
+        "show the mean over seeds of each metric computed on one seed's predictions (never on "
+        "seed-averaged predictions, which would be an ensemble); the spread is in the seed table."
+        if seeded else ""
+    )
     secs.append(Section(
         "Summary",
-        f"S: alignment score ×100 (Eq. 15) averaged over countries and G; `p_vs_primary`: sign-flip "
-        f"permutation p-values of {method_label(primary)} against the method, per G. Effect fidelity: "
-        "mean CDF distance of the counterfactual pairs (Eq. 12, lower is better) and the share of "
-        "flipped attribute-topic effects. The country-marginal row predicts each country's overall "
-        "distribution for every persona; the noise-ceiling row is the expected score of a perfect "
-        "model against finite cells; `no-effect` and `noise-floor` are the references of the CDF distance.",
-        [("summary", "Summary per method", L(t["summary"]))],
+        f"S: alignment score ×100 (Eq. 15) averaged over countries and G, over `n_questions` "
+        f"evaluation questions. `p_holm_vs_primary` / `p_raw_vs_primary`: sign-flip permutation "
+        f"p-values of {method_label(primary)} against the method, per G, whole questions as the "
+        f"unit; {holm_text}. Effect fidelity: mean CDF distance of the counterfactual pairs ×1000 "
+        "(`d_cdf_x1000`, Eq. 11–12, lower is better) and the share of flipped attribute-topic "
+        f"effects. **{oracle}** predicts, for every persona, the country's answer distribution on "
+        "that very evaluation question: it is persona-blind but has seen the evaluation answers, "
+        "an oracle rather than a baseline. The noise-ceiling row is the expected score of a "
+        "perfect model against finite cells; `no-effect` and `noise-floor` are the references of "
+        "the CDF distance." + seed_text,
+        [("summary", "Summary per method (d_CDF ×1000; p-values Holm-adjusted and raw)", L(t["summary"]))],
     ))
     secs.append(Section(
         "Table 1: alignment per country, granularity and method",
         "A country's score at G is the plain mean of the per-question alignment score over its "
         "eligible persona-question cells of that G; Avg is the plain mean over countries; diff is "
         f"Avg minus the base model's. Confidence intervals: 95% percentile bootstrap ({n_boot} "
-        "resamples) of each country's evaluation questions.",
+        "resamples) of whole evaluation questions (question = dataset/topic/question_id, drawn "
+        "with its cells in every country that asks it; a country's own CI resamples its "
+        "questions); `n_questions` independent questions behind each. Paired tests flip the sign "
+        f"of whole questions; {holm_text}. {oracle} is an oracle (it has seen each evaluation "
+        "question's answers), not a baseline.",
         [("table1", "Table 1 (score ×100)", L(t["table1"])),
-         ("averages", "Average over countries with 95% CI", L(t["averages"])),
-         ("paired_tests", f"{method_label(primary)} vs each baseline: paired difference, CI, sign-flip p-value",
+         ("averages", "Average over countries with 95% CI over questions", L(t["averages"])),
+         ("paired_tests", f"{method_label(primary)} vs each baseline: paired difference, CI, "
+          f"sign-flip p-value (`p_value` raw, `p_holm` Holm-adjusted over the {n_tests} comparisons)",
           L(L(t["paired_tests"], "baseline"), "primary")),
          ("country_scores", "Per-country scores with CIs", L(t["country_scores"])),
-         ("seed_spread", "Training seeds (methods run with several seeds are shown as their mean above)",
-          L(t["seed_spread"]))],
-        [("table1", "Average score per G with CIs; dashed/dotted: noise ceiling / country marginal")],
+         ("seed_spread", "Training seeds: each seed's value of every headline metric, mean and "
+          "standard deviation over seeds (S ×100 per G, d_CDF ×1000)", L(t["seed_spread"]))],
+        [("table1", f"Average score per G with 95% CIs over questions; dashed/dotted: noise ceiling / {oracle}")],
     ))
     secs.append(Section(
         "Persona-effect fidelity",
         "Counterfactual pairs: both G=4 ends of a toggled attribute predicted on an evaluation "
         "question. Model effect from the two predictions (Eq. 6), data effect from the survey "
-        "counts (Eq. 8); distance Eq. 11, averaged Eq. 12. `no-effect`: a model predicting the same "
-        "distribution for both ends; `noise-floor`: the expected distance of a model that knows the "
-        "true effects, against finite cells (parametric bootstrap). Only the gap between them is "
-        f"room for learning. Flipped share: attribute-topic effects with opposite sign (tau = {tau}).",
-        [("fidelity", "Mean CDF distance and flipped share per method and country", L(t["fidelity"]))],
-        [("fidelity", "Mean CDF distance (Avg over countries) with references")],
+        "counts (Eq. 8); distance Eq. 11, averaged Eq. 12, shown **×1000** (`d_cdf_x1000`) with a "
+        f"95% bootstrap CI over whole questions ({n_boot} resamples; `n_questions`). `no-effect`: a "
+        "model predicting the same distribution for both ends; `noise-floor`: the expected "
+        "distance of a model that knows the true effects, against finite cells (parametric "
+        "bootstrap). Only the gap between them is room for learning. Flipped share: "
+        f"attribute-topic effects with opposite sign (tau = {tau}).",
+        [("fidelity", "Mean CDF distance ×1000 with 95% CI, and flipped share, per method and country",
+          L(t["fidelity"]))],
+        [("fidelity", "Mean CDF distance ×1000 (Avg over countries, 95% CI) with references")],
     ))
     tier_lines = "; ".join(f"{lbl}: {', '.join(tier_map.members[k])}" for k, lbl in tier_map.labels.items())
     secs.append(Section(
@@ -435,111 +365,3 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
     return secs
 
 
-# -- writers -----------------------------------------------------------------------------------------
-
-MAX_INLINE_ROWS = 40
-
-
-# Columns that are fractions or distances (3 decimals); scores x100 get 2.
-FINE_COLUMNS = {
-    "modal_accuracy", "d_modal_accuracy", "flipped_share", "cdf_distance", "no_effect", "noise_floor",
-    "p_value", "dm", "dd", "magnitude", "aligned", "flipped", "stereotyping", "erasure",
-}
-
-
-def _fmt(v, column: str = "") -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.3f}" if column in FINE_COLUMNS else f"{v:.2f}"
-    return str(v)
-
-
-def markdown_table(table: pd.DataFrame, max_rows: int | None = None) -> str:
-    if table.empty:
-        return "_(no rows)_"
-    shown = table if max_rows is None else table.head(max_rows)
-    cols = list(shown.columns)
-    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    for rec in shown.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(rec, cols, strict=True)) + " |")
-    return "\n".join(lines)
-
-
-def _html_table(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "<p><em>(no rows)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v, c))}</td>" for v, c in zip(rec, table.columns, strict=True)) + "</tr>"
-        for rec in table.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _md_inline(text: str) -> str:
-    """The little Markdown the section texts use (bold, code, bullets) as HTML."""
-    import re
-
-    out = []
-    for para in text.split("\n\n"):
-        esc = html.escape(para)
-        esc = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc)
-        esc = re.sub(r"`(.+?)`", r"<code>\1</code>", esc)
-        if esc.lstrip().startswith("- "):
-            items = "".join(f"<li>{li[2:]}</li>" for li in esc.strip().split("\n"))
-            out.append(f"<ul>{items}</ul>")
-        else:
-            out.append(f"<p>{esc}</p>")
-    return "".join(out)
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.nodata{color:#a33;font-style:italic}details{margin-bottom:1em}h2{border-bottom:1px solid #ddd;margin-top:2em}"""
-
-
-def render_html(sections: list[Section], fig_png: dict, missing: dict, run_dir: Path) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>acealign report: {html.escape(str(run_dir))}</title>",
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>acealign report</h1><p>Run directory <code>{html.escape(str(run_dir))}</code>, built {now} "
-             "from saved predictions (tables also as CSV/JSON in <code>tables/</code>).</p>"]
-    for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.title)}</h2>{_md_inline(sec.text)}")
-        for name, caption in sec.figures:
-            png = fig_png.get(name)
-            if png:
-                b64 = base64.b64encode(png).decode("ascii")
-                parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-            else:
-                parts.append(f"<p class='nodata'>Figure “{html.escape(caption)}”: no data — "
-                             f"{html.escape(missing.get(name, 'not drawn'))}.</p>")
-        for name, caption, table in sec.tables:
-            title = f"{html.escape(caption)} <small>(<code>tables/{name}.csv</code>, {len(table)} rows)</small>"
-            if len(table) > MAX_INLINE_ROWS:
-                parts.append(f"<details><summary>{title}</summary>{_html_table(table)}</details>")
-            else:
-                parts.append(f"<h3>{title}</h3>{_html_table(table)}")
-    parts.append("</body></html>\n")
-    return "".join(parts)
-
-
-def render_markdown(sections: list[Section], fig_png: dict, missing: dict, run_dir: Path) -> str:
-    out = [f"# acealign report\n\nRun directory `{run_dir}`; built from saved predictions. "
-           "Every table is also in `tables/` as CSV and JSON.\n"]
-    for sec in sections:
-        out.append(f"## {sec.title}\n\n{sec.text}\n")
-        for name, caption in sec.figures:
-            if fig_png.get(name):
-                out.append(f"![{caption}](figures/{name}.png)\n")
-            else:
-                out.append(f"_Figure “{caption}”: no data — {missing.get(name, 'not drawn')}._\n")
-        for name, caption, table in sec.tables:
-            more = len(table) > MAX_INLINE_ROWS
-            out.append(f"**{caption}** (`tables/{name}.csv`, {len(table)} rows"
-                       + (f"; first {MAX_INLINE_ROWS} shown" if more else "") + ")\n")
-            out.append(markdown_table(table, MAX_INLINE_ROWS if more else None) + "\n")
-    return "\n".join(out)

@@ -1,0 +1,154 @@
+"""The report's tables: every analysis run over one predictions table (:func:`analyse`), and the
+one-row-per-method summary (:func:`summary_table`).
+
+Seed runs (``ace-s0``, ``ace-s1``, ...) are never merged into an averaged prediction. Analyses that
+are means of cell scores (Table 1, tests, tiers, held-out, attributes, topics, best/worst personas)
+take each cell's mean over the seeds of its per-seed score (:func:`~acealign.analyses.seeds.
+mean_cells`: identical to averaging the per-seed tables); the others (effect fidelity, taxonomy,
+fairness) are computed per seed run and collapsed to mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import metrics
+from ..analyses import (
+    attributes,
+    compositional,
+    fairness,
+    fidelity,
+    heterogeneity,
+    seeds,
+    table1,
+    taxonomy,
+    tiers,
+)
+from ..analyses.common import (
+    BASE_METHOD,
+    PAIR_REFERENCES,
+    PRIMARY_METHOD,
+    REFERENCE_METHODS,
+    SEED_NAME,
+    eval_mask,
+    load_tiers,
+    measured_pairs,
+    method_order,
+    unique_pair_counts,
+    with_scores,
+)
+
+FAIRNESS_METRICS = ["modal_accuracy", "mean", "worst", "best", "gap", "std"]
+
+
+def analyse(
+    df: pd.DataFrame,
+    base: str = BASE_METHOD,
+    primary: str = PRIMARY_METHOD,
+    tiers_path=None,
+    n_boot: int = 1000,
+    n_perm: int = 2000,
+    tau: float = taxonomy.DEFAULT_TAU,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """Run every analysis; returns tables by name (method ids, scores x100, d_CDF x1000).
+
+    ``df``: predictions of every method, seed runs as their own methods (``ace-s0``, ...).
+    ``n_boot``: resamples of every question-clustered CI (0: none); ``n_perm``: sign patterns of
+    the paired tests (all of them when 2^questions <= n_perm).
+    """
+    runs = with_scores(df)  # one method per seed run
+    cells = seeds.mean_cells(runs)  # seed runs -> their method, per-cell mean of per-seed scores
+    tier_map = load_tiers(tiers_path)
+    t: dict[str, pd.DataFrame] = {}
+    t["country_scores"] = table1.country_scores(cells, n_boot=n_boot, seed=seed)
+    t["table1"] = table1.table1_wide(t["country_scores"], base=base)
+    t["averages"] = table1.average_scores(cells, n_boot=n_boot, seed=seed)
+    t["paired_tests"] = table1.paired_tests(cells, primary=primary, n_boot=n_boot, n_perm=n_perm, seed=seed)
+
+    pairs = measured_pairs(runs)
+    refs = fidelity.pair_references(unique_pair_counts(pairs), seed=seed) if len(pairs) else None
+    fid = fidelity.effect_fidelity(runs, tau=tau, seed=seed, pairs=pairs, refs=refs, n_ci=n_boot)
+    t["fidelity"] = fidelity.per_mille(fid)
+    fid_runs = fidelity.run_fidelity(pairs, refs, tau) if len(pairs) else None
+
+    model_scores = t["country_scores"][~t["country_scores"]["method"].isin(REFERENCE_METHODS)]
+    t["tier_scores"] = tiers.tier_scores(model_scores, tier_map, base)
+    t["tier_gaps"] = tiers.tier_gaps(model_scores, tier_map) if len(model_scores) else pd.DataFrame()
+    t["tier_summary"] = tiers.tier_summary(model_scores, tier_map, base) if len(model_scores) else pd.DataFrame()
+    t["heldout"] = compositional.heldout_scores(cells)
+    t["heldout_summary"] = compositional.heldout_summary(t["heldout"], base)
+    t["heterogeneity"] = heterogeneity.heterogeneity(runs[eval_mask(runs)])
+    t["dominant_attributes"] = heterogeneity.dominant_attributes(t["heterogeneity"])
+
+    effects = taxonomy.taxonomy(runs, tau=tau, pairs=pairs)
+    t["taxonomy_effects"] = _with_seed_column(effects)
+    t["taxonomy_shares"] = seeds.collapse_seeds(
+        taxonomy.taxonomy_shares(effects), ["country"], list(metrics.CATEGORIES)
+    )
+    t["attribute_changes"] = attributes.attribute_value_changes(cells, base)
+    t["topic_scores"] = attributes.topic_scores(cells)
+    fair_runs = fairness.persona_fairness(runs)
+    t["fairness"] = seeds.collapse_seeds(fair_runs, ["country", "granularity"], FAIRNESS_METRICS)
+    t["fairness_changes"] = fairness.fairness_changes(t["fairness"], base)
+    t["best_worst_personas"] = fairness.best_worst_personas(cells)
+    t["seed_spread"] = seeds.seed_spread(runs, fid_runs, fair_runs)
+    t["summary"] = summary_table(t, base)
+    return t
+
+
+def summary_table(t: dict[str, pd.DataFrame], base: str = BASE_METHOD) -> pd.DataFrame:
+    """One row per method: S averaged over G (and its difference from the base) over
+    ``n_questions`` evaluation questions; p-values of the primary method against it per G, Holm-
+    adjusted over the paired-test table (``p_holm_vs_primary``) and raw (``p_raw_vs_primary``);
+    effect fidelity x1000 (Avg over countries); modal accuracy and the worst-persona score (mean
+    over countries, personas of every G); ``seeds``, the training seeds averaged (each metric
+    computed per seed first; their spread is in the ``seed_spread`` table; only when a method was
+    run with several seeds)."""
+    avg = t["averages"]
+    if avg.empty:
+        return pd.DataFrame()
+    s = avg.groupby("method")["avg"].mean()
+    nq = avg.groupby("method")["n_questions"].max()
+    fid = t["fidelity"]
+    fid_avg = fid[fid["country"] == "Avg"].set_index("method") if not fid.empty else pd.DataFrame()
+    fair = t["fairness"]
+    fair_all = fair[fair["granularity"] == "all"].groupby("method")[["modal_accuracy", "worst"]].mean()
+    n_seeds = _seed_counts(t)
+    tests = t["paired_tests"]
+    rows = []
+    refs = [x for x in fid_avg.index if x in PAIR_REFERENCES]
+    for m in method_order(list(s.index) + refs):
+        row = {"method": m, "S": s.get(m, np.nan)}
+        row["diff_vs_base"] = row["S"] - s.get(base, np.nan)
+        row["n_questions"] = nq.get(m, np.nan)
+        pt = tests[tests["baseline"] == m].sort_values("granularity") if not tests.empty else tests
+        for col, name in (("p_holm", "p_holm_vs_primary"), ("p_value", "p_raw_vs_primary")):
+            row[name] = " / ".join(f"{p:.3f}" for p in pt[col]) if len(pt) else ""
+        row["d_cdf_x1000"] = fid_avg["d_cdf_x1000"].get(m, np.nan) if len(fid_avg) else np.nan
+        row["flipped_share"] = fid_avg["flipped_share"].get(m, np.nan) if len(fid_avg) else np.nan
+        row["modal_accuracy"] = fair_all["modal_accuracy"].get(m, np.nan)
+        row["worst_persona"] = fair_all["worst"].get(m, np.nan)
+        if n_seeds:
+            row["seeds"] = n_seeds.get(m, 1)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["n_questions"] = out["n_questions"].astype("Int64")  # NaN on the pair-reference rows
+    return out
+
+
+def _seed_counts(t: dict[str, pd.DataFrame]) -> dict[str, int]:
+    spread = t.get("seed_spread")
+    if spread is None or spread.empty:
+        return {}
+    return spread.groupby("method")["seeds"].max().astype(int).to_dict()
+
+
+def _with_seed_column(effects: pd.DataFrame) -> pd.DataFrame:
+    """Per-run taxonomy effects with seed runs named by their method and a ``seed`` column."""
+    runs = seeds.run_methods(effects["method"].unique()) if len(effects) else {}
+    if not any(r != m for r, m in runs.items()):
+        return effects
+    seed = effects["method"].map(lambda r: int(SEED_NAME.match(r)["seed"]) if runs[r] != r else pd.NA)
+    return effects.assign(method=effects["method"].map(runs), seed=seed.astype("Int64"))
