@@ -6,6 +6,12 @@ Layout under an evaluation folder (``acealign eval --out RUN_DIR/eval``)::
     eval/<method>/cell_scores.csv       method, country, question_key, persona, granularity, n,
                                         score (Eq. 15 summand, x100), modal_hit, flags
     eval/<method>/eval.json             what was evaluated (model, adapter, prompt, split, ...)
+                                        and its ``fingerprint`` (:func:`eval_fingerprint`)
+
+A finished evaluation is reused only when its fingerprint matches (model, adapter content digest,
+template, chat, scoring mode, dtype, split digest, data digest, granularities, min_n); else it is
+an error naming the differing fields. An adapter is evaluated with the prompt template of its
+training run (``config.json`` beside it) unless a prompt is given.
 
 Which cells are evaluated (:func:`evaluation_cells`), in the split's evaluation countries:
 
@@ -36,9 +42,10 @@ import pandas as pd
 
 from . import metrics
 from .analyses.common import REFERENCE_METHODS, with_scores
+from .fingerprint import adapter_digest, data_digest, require_same, split_digest
 from .personas import DEFAULT_MIN_N, EligibleCell, eligible_cells
 from .report.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .splits import Split, combo_persona
+from .splits import Split, combo_persona, split_countries
 from .survey import DataError, Persona, SurveyData
 
 PREDICTIONS = "predictions.parquet"
@@ -46,6 +53,7 @@ CELL_SCORES = "cell_scores.csv"
 EVAL_META = "eval.json"
 PARTIAL = "partial.parquet"  # the engine's checkpoint while scoring
 PROMPT_ALIASES = {"plain": "paper"}
+RUN_CONFIG = "config.json"  # a training run's resolved config (acealign.train.CONFIG_NAME)
 
 
 @dataclass(frozen=True)
@@ -191,22 +199,67 @@ def write_references(
     min_n: int = DEFAULT_MIN_N,
     seed: int = 0,
 ) -> list[EvalResult]:
-    """Write both reference methods under ``eval_dir/<reference>/``."""
+    """Write both reference methods under ``eval_dir/<reference>/`` (always recomputed: cheap)."""
     cells = evaluation_cells(data, split, granularities, min_n)
+    fp = {"split": split_digest(split), "data": data_digest(data, split_countries(split)),
+          "granularities": list(granularities), "min_n": min_n, "seed": seed}
     out = []
     for kind in REFERENCE_METHODS:
         frame = reference_predictions(data, cells, kind, seed)
         out.append(write_predictions(frame, Path(eval_dir) / kind, {
             "reference": kind, "split": split.to_dict()["kind"], "granularities": list(granularities),
-            "min_n": min_n, "seed": seed, "data": data.source,
+            "min_n": min_n, "seed": seed, "data": data.source, "fingerprint": {"reference": kind, **fp},
         }))
     return out
+
+
+def adapter_run_config(adapter) -> dict | None:
+    """The training config of the run an adapter comes from (``RUN/config.json`` beside
+    ``RUN/adapter`` or ``RUN/epoch-K``), or None when there is none."""
+    path = Path(adapter) / ".." / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON ({e.msg})", path.resolve(), e.lineno) from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or "template" not in cfg["model"]:
+        raise DataError("not an acealign training config (no model.template)", path.resolve())
+    return cfg
+
+
+def adapter_prompt(adapter) -> tuple[str, bool | None]:
+    """(template, chat) an adapter was trained with, from its run config; an error if there is none."""
+    cfg = adapter_run_config(adapter)
+    if cfg is None:
+        raise DataError("no training config beside the adapter (expected ../config.json of its training "
+                        "run) to tell which prompt template it was trained with: pass --prompt TEMPLATE",
+                        adapter)
+    chat = cfg["model"].get("chat", "auto")
+    return cfg["model"]["template"], (None if chat == "auto" else bool(chat))
+
+
+def eval_fingerprint(model, adapter, template: str, chat, scoring_mode: str, dtype: str, data: SurveyData,
+                     split: Split, granularities, min_n: int) -> dict:
+    """What determines an evaluation's predictions (see the module docstring)."""
+    return {
+        "model": _model_name(model),
+        "adapter": adapter_digest(adapter),
+        "template": template,
+        "chat": chat,
+        "scoring_mode": scoring_mode,
+        "dtype": _dtype_of(model, dtype),
+        "split": split_digest(split),
+        "data": data_digest(data, split_countries(split)),
+        "granularities": list(granularities),
+        "min_n": min_n,
+    }
 
 
 def evaluate(
     model="default",
     adapter=None,
-    prompt: str = "plain",
+    prompt: str | None = None,
     *,
     data: SurveyData,
     split: Split,
@@ -219,19 +272,37 @@ def evaluate(
     batch_size: int = 16,
     progress: bool = True,
     split_path=None,
+    scoring_mode: str = "whole",
+    chat: bool | None = None,
 ) -> EvalResult:
     """Score the evaluation cells of ``split`` with a model and write ``out_dir/<method>/``.
 
     ``model``: a name or path for :func:`acealign.models.load_model`, or an already loaded
     ``(model, tokenizer)`` pair. ``prompt``: ``plain`` (the paper's persona prompt) or any template
-    of :mod:`acealign.prompts` (``anthropological`` ...). Resumable: cells already scored in an
-    interrupted run are not scored again (the engine checkpoints to ``<method>/partial.parquet``),
-    and a finished evaluation with the same settings is returned without loading the model.
+    of :mod:`acealign.prompts` (``anthropological`` ...); None: the template (and chat setting) the
+    adapter was trained with, ``plain`` without an adapter. ``scoring_mode``: see
+    :class:`acealign.scoring.OptionScorer`. ``chat``: None = the chat template when the tokenizer
+    has one. Resumable: cells already scored in an interrupted run are not scored again (the
+    engine checkpoints to ``<method>/partial.parquet``), and a finished evaluation with the same
+    fingerprint is returned without loading the model; another fingerprint is an error.
     """
     from . import prompts, scoring
 
+    if scoring_mode not in scoring.SCORING_MODES:
+        raise ValueError(f"unknown scoring mode {scoring_mode!r} (expected one of {', '.join(scoring.SCORING_MODES)})")
+    trained = None
+    if adapter is not None:
+        cfg = adapter_run_config(adapter)
+        trained = None if cfg is None else cfg["model"]["template"]
+        if prompt is None:
+            prompt, chat = adapter_prompt(adapter)
+    prompt = "plain" if prompt is None else prompt
     template = PROMPT_ALIASES.get(prompt, prompt)
-    prompts.get_template(template)  # unknown template -> ValueError before loading anything
+    template = prompts.get_template(template).name  # unknown template -> ValueError before loading anything
+    if not isinstance(model, tuple):
+        from .models import check_model
+
+        check_model(model)
     method = method_name or _default_method_name(adapter, prompt)
     if method in REFERENCE_METHODS:
         raise ValueError(f"method name {method!r} is reserved for a reference")
@@ -239,17 +310,23 @@ def evaluate(
     if not cells:
         raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
     directory = Path(out_dir) / method
+    fingerprint = eval_fingerprint(model, adapter, template, chat, scoring_mode, dtype, data, split,
+                                   granularities, min_n)
     settings = {
         "model": _model_name(model),
-        "adapter": None if adapter is None else str(adapter),
+        "adapter": None if adapter is None else str(Path(adapter).resolve()),
         "prompt": prompt,
+        "trained_template": trained,
+        "scoring_mode": scoring_mode,
+        "dtype": fingerprint["dtype"],
         "split": None if split_path is None else str(Path(split_path).resolve()),
         "split_kind": split.kind,
         "data": data.source,
         "granularities": list(granularities),
         "min_n": min_n,
+        "fingerprint": fingerprint,
     }
-    done = _finished(directory, settings, cells)
+    done = _finished(directory, fingerprint, cells)
     if done is not None:
         return done
     if isinstance(model, tuple):
@@ -258,9 +335,12 @@ def evaluate(
         from .models import load_model
 
         mdl, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    scorer = scoring.OptionScorer(mdl, tok, batch_size=batch_size, mode=scoring_mode)
     preds = scoring.score_cells(
-        mdl, tok, data, [ec.cell for ec in cells], template=template,
-        partial_path=directory / PARTIAL, batch_size=batch_size, progress=progress,
+        mdl, tok, data, [ec.cell for ec in cells], template=template, chat=chat,
+        partial_path=directory / PARTIAL, batch_size=batch_size, progress=progress, scorer=scorer,
+        fingerprint={"adapter": fingerprint["adapter"], "split": fingerprint["split"],
+                     "data": fingerprint["data"]},
     )
     result = write_predictions(predictions_frame(data, cells, method, preds), directory, settings)
     (directory / PARTIAL).unlink(missing_ok=True)
@@ -271,12 +351,21 @@ def _model_name(model) -> str:
     if isinstance(model, tuple):
         cfg = getattr(model[0], "config", None)
         return str(getattr(cfg, "_name_or_path", "") or type(model[0]).__name__)
-    return str(model)
+    p = Path(str(model)).expanduser()
+    # A directory is named by its absolute path, so "m" and "./m" are the same model.
+    return str(p.resolve()) if p.is_dir() else str(model)
 
 
-def _finished(directory: Path, settings: dict, cells: list[EvalCell]) -> EvalResult | None:
-    """The result of a finished earlier run with the same settings and cells, else None; a
-    finished run with other settings is an error (delete the folder to redo it)."""
+def _dtype_of(model, dtype: str) -> str:
+    """The weights' dtype: a loaded model's own, else the one it will be loaded with."""
+    if isinstance(model, tuple):
+        return str(next(model[0].parameters()).dtype).replace("torch.", "")
+    return dtype
+
+
+def _finished(directory: Path, fingerprint: dict, cells: list[EvalCell]) -> EvalResult | None:
+    """The result of a finished earlier run with the same fingerprint and cells, else None; a
+    finished run with another fingerprint is an error (delete the folder to redo it)."""
     pred_path, meta_path = directory / PREDICTIONS, directory / EVAL_META
     if not (pred_path.is_file() and meta_path.is_file()):
         return None
@@ -284,17 +373,16 @@ def _finished(directory: Path, settings: dict, cells: list[EvalCell]) -> EvalRes
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON ({e.msg})", meta_path, e.lineno) from None
-    differ = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
-    if differ:
-        what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-        raise DataError(f"already evaluated with other settings ({what}); delete the folder to redo it", directory)
+    fresh = f"delete {directory} to evaluate again"
+    require_same(meta.get("fingerprint") if isinstance(meta, dict) else None, fingerprint,
+                 what="a finished evaluation", path=directory, fresh=fresh)
     frame = pd.read_parquet(pred_path)
     if set(zip(frame["persona"], frame["question_key"], strict=True)) != {(ec.cell.persona.key, ec.cell.question_key) for ec in cells}:
-        raise DataError("already evaluated on other cells; delete the folder to redo it", directory)
+        raise DataError(f"already evaluated on other cells; {fresh}", directory)
     return EvalResult(str(frame["method"].iloc[0]), directory, pred_path, directory / CELL_SCORES, frame)
 
 
-def _default_method_name(adapter, prompt: str) -> str:
+def _default_method_name(adapter, prompt: str | None) -> str:
     """``base`` / the prompt template without an adapter; else the adapter's run folder name
     (``runs/ace/adapter`` -> ``ace``)."""
     if adapter is not None:

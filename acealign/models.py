@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -99,6 +100,85 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+# A Hugging Face model id: "name" or "owner/name" (letters, digits, '-', '_', '.').
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_MODEL_KINDS = "'default', a model directory, a .gguf file or a Hugging Face model id"
+
+
+def check_model(name_or_path: str) -> None:
+    """Check that ``name_or_path`` can be loaded, without loading it; raise a one-line error if not.
+
+    ``default``: the bundled GGUF file is installed. A path (it exists, or looks like one: it
+    starts with ``/``, ``.`` or ``~``, or has more than one ``/``): a directory with a
+    ``config.json``, or a ``.gguf`` file. Otherwise a Hugging Face id: it must be in the local
+    Hugging Face cache when the hub is offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``),
+    else it must exist on the hub.
+    """
+    if name_or_path == DEFAULT_MODEL:
+        default_gguf_path()  # FileNotFoundError saying how to install it
+        return
+    p = Path(name_or_path).expanduser()
+    looks_like_path = (name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+                       or name_or_path.endswith(".gguf") or os.sep != "/" and os.sep in name_or_path)
+    if p.exists() or looks_like_path or not _HUB_ID.match(name_or_path):
+        if not p.exists() and p.suffix == ".gguf":
+            raise FileNotFoundError(f"{name_or_path}: no such GGUF file")
+        if not p.exists():
+            raise FileNotFoundError(f"model {name_or_path}: no such file or directory (expected {_MODEL_KINDS})")
+        if p.is_file():
+            if p.suffix != ".gguf":
+                raise ValueError(f"model {name_or_path}: a file but not a .gguf model (expected {_MODEL_KINDS})")
+            return
+        if not (p / "config.json").is_file():
+            raise ValueError(f"model {name_or_path}: not a model directory (no config.json)")
+        return
+    if _hub_cached(name_or_path):
+        return
+    if _hub_offline():
+        raise ValueError(f"model {name_or_path}: not a directory and not in the local Hugging Face cache "
+                         f"({_hub_cache_dir()}), and the hub is offline: download it first or pass a model directory")
+    _check_on_hub(name_or_path)
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it (read from the environment now)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """True when the model's config.json is in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    got = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(_hub_cache_dir()))
+    return isinstance(got, str)
+
+
+def _check_on_hub(repo_id: str) -> None:
+    """The hub knows ``repo_id`` (online, not cached): else a one-line error naming it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=15)
+    except GatedRepoError:
+        return  # it exists; loading says whether this user may read it
+    except RepositoryNotFoundError:
+        raise ValueError(f"model {repo_id}: not a directory, and no such model on the Hugging Face hub") from None
+    except Exception as e:  # network errors of every kind
+        raise ValueError(f"model {repo_id}: not a directory, not in the local Hugging Face cache, and the "
+                         f"hub cannot be reached ({type(e).__name__}): download it first or pass a model "
+                         "directory") from None
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     adapter: str | None = None,
@@ -119,6 +199,7 @@ def load_model(
         raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
+    check_model(name_or_path)
     path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
@@ -139,4 +220,5 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL, trust_remote_code: bool = 
     """The tokenizer alone (cheap: builds prompts with the model's chat template)."""
     from transformers import AutoTokenizer
 
+    check_model(name_or_path)
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)

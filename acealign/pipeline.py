@@ -5,9 +5,16 @@ continues where it stopped when the same command is given again:
 
     RUN/run.json                    manifest (profile, slice, methods, timings)
     RUN/split.json                  the split every later step uses
-    RUN/train/<method>[-s<seed>]/   training runs (adapter/, epoch-K/, checkpoints/, log.jsonl)
+    RUN/train/<method>[-s<seed>]/   training runs (adapter/, epoch-K/, checkpoints/, log.jsonl,
+                                    fingerprint.json)
     RUN/eval/<method>/              predictions.parquet, cell_scores.csv, eval.json
     RUN/report/                     report.html, report.md, tables/, figures/
+
+A step's output is reused only when its fingerprint (:mod:`acealign.fingerprint`) matches what
+the step would do now: the split's (data, countries, fractions, seed, held-out combinations), a
+training run's (config, split, data), an evaluation's (model, adapter content, template, scoring
+mode, dtype, split, data). Anything else is an error naming the differing fields. The model, the
+countries and the scoring mode are checked before anything is written.
 
 Profiles are plain data (:data:`PROFILES`). ``quick`` is sized for a 2-core CPU in about 15
 minutes; its training settings were chosen on the validation questions of the training side
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .fileio import atomic_write_json
 from .survey import DataError, SurveyData, load_survey
 
 TRAINED_METHODS = ("anchor", "causal", "ace", "distribution", "ace+distribution")
@@ -49,6 +57,9 @@ class Profile:
     # Training config overrides (dotted keys of acealign/config/train.toml).
     train: dict = field(default_factory=dict)
     eval_batch_size: int = 16
+    # Option scoring of training and evaluation (acealign.scoring.SCORING_MODES): "whole" = the
+    # answer is exactly the option; "literal" = the paper's Eq. 2 as written.
+    scoring_mode: str = "whole"
 
 
 PROFILES: dict[str, Profile] = {
@@ -96,18 +107,31 @@ def _say(msg: str) -> None:
 
 
 def make_split(data: SurveyData, profile: Profile, path: Path):
-    """The run's split: a question split plus held-out G=4 persona combinations (reused if saved)."""
+    """The run's split: a question split plus held-out G=4 persona combinations. A saved one is
+    reused only when its fingerprint matches the profile and the data; a mismatch is an error."""
+    from .fingerprint import require_same
     from .splits import Split, make_question_split
 
-    if path.exists():
-        return Split.load(path)
     split = make_question_split(
         data, eval_frac=profile.eval_frac, validation_frac=profile.validation_frac,
-        seed=profile.split_seed, countries=profile.countries,
+        seed=profile.split_seed, countries=profile.countries, heldout=profile.heldout,
     )
-    split.heldout_personas = list(profile.heldout)
+    if path.exists():
+        saved = Split.load(path)  # leak checks; the fingerprint then names what differs
+        require_same(saved.fingerprint, split.fingerprint, what="the saved split", path=path,
+                     fresh=_fresh_hint(path.parent))
+        return saved
     split.save(path)
     return split
+
+
+def _fresh_hint(out: Path) -> str:
+    return f"to start fresh, give another --out or delete {out}"
+
+
+def _retrain_hint(out: Path, name: str) -> str:
+    return (f"to train it again, delete {out / 'train' / name} and {out / 'eval' / name}; "
+            f"or give another --out")
 
 
 def run_name(method: str, seed: int, profile: Profile) -> str:
@@ -124,11 +148,21 @@ def run_pipeline(
     dtype: str = "float32",
     methods=None,
     countries=None,
+    scoring_mode: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run (or continue) the whole job into ``out``; returns the manifest."""
+    """Run (or continue) the whole job into ``out``; returns the manifest.
+
+    Everything that can be checked before the work starts is, before ``out`` is created: the
+    methods, the scoring mode, the model (:func:`acealign.models.check_model`), the data and the
+    countries."""
     from .evaluate import evaluate, write_references
+    from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint
+    from .models import check_model
+    from .prompts import get_template
     from .report.build import build_report, update_manifest
+    from .scoring import SCORING_MODES
+    from .splits import check_split
     from .train import resolve_config, train
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
@@ -138,21 +172,32 @@ def run_pipeline(
             raise ValueError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(TRAINED_METHODS)})")
         prof = replace(prof, methods=tuple(methods))
     if countries:
-        prof = replace(prof, countries=tuple(countries))
+        prof = replace(prof, countries=tuple(dict.fromkeys(countries)))
+    if scoring_mode is not None:
+        prof = replace(prof, scoring_mode=scoring_mode)
+    if prof.scoring_mode not in SCORING_MODES:
+        raise ValueError(f"unknown scoring mode {prof.scoring_mode!r} (choose from {', '.join(SCORING_MODES)})")
+    for t in (prof.template, *(t for _, t in prof.prompt_baselines)):
+        get_template(t)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
     data = load_survey(data_dir)
     if prof.countries is not None:
         missing = [c for c in prof.countries if c not in data.countries]
         if missing:
+            if countries:
+                raise DataError(
+                    f"{'country' if len(missing) == 1 else 'countries'} {', '.join(missing)} not in "
+                    f"the data (it has {', '.join(data.countries)})", data.source)
             raise DataError(
                 f"profile {prof.name!r} uses {', '.join(prof.countries)} but the data has "
                 f"{', '.join(data.countries)}; pass --countries",
                 data.source,
             )
         data = data.subset(countries=prof.countries)
+    check_model(model)
+    out.mkdir(parents=True, exist_ok=True)
 
     split_path = out / "split.json"
     split = make_split(data, prof, split_path)
@@ -161,7 +206,7 @@ def run_pipeline(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=model, data=str(data.source), split="split.json", device=device,
         methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
-        seed=list(prof.seeds), template=prof.template,
+        seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode, dtype=dtype,
         slice={
             "countries": data.countries,
             "train_questions": len(split.train_questions),
@@ -184,6 +229,7 @@ def run_pipeline(
     adapters: list[tuple[str, Path]] = []
 
     # Train every method (and seed); each run resumes from its own checkpoints.
+    check_split(split, data)  # again, as training starts
     total = len(prof.methods) * len(prof.seeds)
     i = 0
     loaded = None
@@ -194,15 +240,24 @@ def run_pipeline(
             run_dir = out / "train" / name
             adapter = run_dir / "adapter"
             adapters.append((name, adapter))
-            if (adapter / "adapter_config.json").exists():
-                _say(f"[{i}/{total}] train {name}: done already")
-                continue
             overrides = [f"method={_toml(method)}", f"seed={seed}", f"model.name={_toml(model)}",
                          f"model.template={_toml(prof.template)}",
-                         f"model.dtype={_toml(dtype)}", f"data.min_n={prof.min_n}"]
+                         f"model.dtype={_toml(dtype)}", f"data.min_n={prof.min_n}",
+                         f"train.scoring_mode={_toml(prof.scoring_mode)}"]
             overrides += [f"{k}={_toml(v)}" for k, v in prof.train.items()]
             cfg = resolve_config(None, overrides)
             cfg["data"]["split"] = str(split_path.resolve())
+            # A run folder with anything in it is reused only for the same config, split and data.
+            fp = training_fingerprint(cfg, split, data)
+            fp_path = run_dir / FINGERPRINT_NAME
+            if run_dir.is_dir() and any(run_dir.iterdir()):
+                require_same(read_fingerprint(fp_path), fp, what=f"training run {name}", path=run_dir,
+                             fresh=_retrain_hint(out, name))
+            else:
+                atomic_write_json(fp_path, fp)
+            if (adapter / "adapter_config.json").exists():
+                _say(f"[{i}/{total}] train {name}: done already")
+                continue
             resume = (run_dir / "checkpoints").exists()
             _say(f"[{i}/{total}] train {name}" + (" (resuming)" if resume else ""))
             if loaded is None:
@@ -220,7 +275,7 @@ def run_pipeline(
         evaluate(model, adapter, prompt, data=data, split=split, out_dir=eval_dir,
                  granularities=prof.granularities, min_n=prof.min_n, method_name=name,
                  device=device, dtype=dtype, batch_size=prof.eval_batch_size, progress=progress,
-                 split_path=split_path)
+                 split_path=split_path, scoring_mode=prof.scoring_mode)
 
     _say("report")
     wall = time.perf_counter() - t0

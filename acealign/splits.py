@@ -10,8 +10,19 @@ the same one. Its rule: a training cell (country, persona, question) is allowed 
   ``gender=Female`` sums the held-out ``Female_College_Urban_Married`` cell, so training on it
   would leak held-out respondents.
 
-Evaluation cells are those of ``eval_countries`` x ``eval_questions``, restricted to the held-out
-G=4 personas when the split holds personas out.
+Evaluation cells (as :mod:`acealign.evaluate` scores them) are every persona of ``eval_countries``
+on ``eval_questions``, plus the held-out G=4 combinations of ``eval_countries`` on every question
+of the split. A persona split therefore has no evaluation questions: its held-out combinations are
+evaluated on its training questions, which no persona covering them was trained on.
+
+:func:`check_split` refuses a split that can leak, whatever its kind: question lists that overlap
+in a country on both sides, a validation question that is also a training or evaluation question,
+identical questions (same text and options) on two sides. :meth:`Split.load` runs it, and
+training runs it again before it starts.
+
+Every split made here carries a ``fingerprint``: the digest of the data of its countries, the
+countries, fractions, seed, held-out combinations and the version of the split algorithm, so a saved
+split is never reused for other data or settings (:mod:`acealign.fingerprint`).
 """
 
 from __future__ import annotations
@@ -27,6 +38,9 @@ from .survey import ATTRIBUTE_VALUES, ATTRIBUTES, DataError, Persona, SurveyData
 
 FORMAT = "acealign-split/1"
 KINDS = ("question", "persona", "country")
+# Version of the split algorithm, part of every fingerprint: 2 keeps identical questions together,
+# persona splits have no evaluation questions.
+ALGORITHM = 2
 # The paper's held-out combinations (section 4): the two "opposite corners" of the attribute cube.
 PAPER_HELDOUT = ("Female_College_Urban_Married", "Male_No_College_Rural_Not_Married")
 
@@ -46,6 +60,8 @@ class Split:
     train_countries: list[str] = field(default_factory=list)
     eval_countries: list[str] = field(default_factory=list)
     source: str = ""
+    # What the split was made from (see the module docstring); {} for a hand-made split.
+    fingerprint: dict = field(default_factory=dict)
 
     # -- rules -----------------------------------------------------------------------------
     def heldout_in(self, country: str) -> list[Persona]:
@@ -66,21 +82,32 @@ class Split:
 
     def _reason(self, persona, question_key, sets) -> str | None:
         train_q, val_q, eval_q, train_c = sets
-        if question_key not in train_q:
-            role = "an evaluation" if question_key in eval_q else "a validation" if question_key in val_q else "not a training"
-            return f"question {question_key} is {role} question"
+        # Evaluation and validation before training: a question listed on two sides is refused.
+        if question_key in val_q:
+            return f"question {question_key} is a validation question"
         if persona.country not in train_c:
             return f"country {persona.country} is not a training country"
+        if question_key in eval_q and persona.country in self.eval_countries:
+            return f"question {question_key} is an evaluation question"
+        if question_key not in train_q:
+            return f"question {question_key} is not a training question"
         if self.covers_heldout(persona):
             return f"persona {persona.key} covers a held-out combination"
         return None
 
     def is_eval_cell(self, persona: Persona, question_key: str) -> bool:
-        if persona.country not in self.eval_countries or question_key not in self.eval_questions:
+        """True when the cell is evaluated: any persona on an evaluation question, or a held-out
+        G=4 combination on any question of the split (in an evaluation country)."""
+        if persona.country not in self.eval_countries:
             return False
-        return not self.heldout_personas or (
-            persona.granularity == 4 and persona.combo in self.heldout_personas
-        )
+        if question_key in self.eval_questions:
+            return True
+        return (persona.granularity == 4 and persona.combo in self.heldout_personas
+                and question_key in self.questions())
+
+    def questions(self) -> set[str]:
+        """Every question the split lists, on any side."""
+        return set(self.train_questions) | set(self.validation_questions) | set(self.eval_questions)
 
     def check_training(self, items) -> int:
         """Raise :class:`LeakError` if any training item is not allowed; return the number checked.
@@ -110,7 +137,9 @@ class Split:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path) -> Split:
+    def load(cls, path, data=None) -> Split:
+        """Read a split file and check it (:func:`check_split`, with ``data`` when given): a split
+        that can leak is refused here, before anything uses it."""
         path = Path(path)
         if not path.is_file():
             raise DataError("split file not found", path)
@@ -137,7 +166,109 @@ class Split:
         seed = obj.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise DataError("'seed' must be an integer or null", path)
-        return cls(kind=obj["kind"], seed=seed, source=str(obj.get("source", "")), **kw)
+        fp = obj.get("fingerprint", {})
+        if not isinstance(fp, dict):
+            raise DataError("'fingerprint' must be an object", path)
+        split = cls(kind=obj["kind"], seed=seed, source=str(obj.get("source", "")), fingerprint=fp, **kw)
+        try:
+            check_split(split, data)
+        except LeakError as e:
+            raise DataError(f"refusing this split: {e}", path) from None
+        return split
+
+
+def split_countries(split) -> list[str]:
+    """The countries of a split (training and evaluation), sorted: the data its fingerprint covers."""
+    return sorted(set(split.train_countries) | set(split.eval_countries))
+
+
+def check_split(split: Split, data: SurveyData | None = None) -> None:
+    """Raise :class:`LeakError` when ``split`` can leak evaluation data into training, whatever its kind.
+
+    Refused: a validation question that is also a training or an evaluation question; a question
+    that is both a training and an evaluation question while some country is on both sides (a
+    country split trains and evaluates the same questions in *different* countries, which is
+    allowed); a country split whose countries overlap; a persona split without held-out
+    combinations. With ``data``: questions with identical text and options (one question asked
+    twice) on different sides, and a split fingerprint whose data digest differs from ``data``'s.
+    """
+    tr, va, ev = set(split.train_questions), set(split.validation_questions), set(split.eval_questions)
+    shared = sorted(set(split.train_countries) & set(split.eval_countries))
+    if split.kind == "country" and shared:
+        raise LeakError(f"{_few(shared)} {_is_are(shared)} both a training and an evaluation country")
+    if split.kind == "persona" and not split.heldout_personas:
+        raise LeakError("a persona split with no held-out persona combination")
+    for a, b, name_a, name_b in ((tr, va, "a training", "a validation"), (va, ev, "a validation", "an evaluation")):
+        both = sorted(a & b)
+        if both:
+            raise LeakError(f"{_count(both, 'question')} both {name_a} and {name_b} question ({_few(both)})")
+    if shared:
+        both = sorted(tr & ev)
+        if both:
+            hint = (" (persona splits made by older acealign versions listed every question on both "
+                    "sides: make it again with `acealign data split --kind persona`)"
+                    if split.kind == "persona" else "")
+            raise LeakError(f"{_count(both, 'question')} both a training and an evaluation question in "
+                            f"{_few(shared)} ({_few(both)}){hint}")
+    if data is None:
+        return
+    # Evaluation questions of other countries only (a country split) cannot leak into training.
+    sides = [("training", tr), ("validation", va)] + ([("evaluation", ev)] if shared else [])
+    for group in _duplicate_groups([data.questions[k] for k in sorted(split.questions()) if k in data.questions]):
+        on = [(name, k) for k in group for name, qs in sides if k in qs]
+        if len({name for name, _ in on}) > 1:
+            where = ", ".join(f"{k} ({name})" for name, k in on)
+            raise LeakError(f"questions with identical text and options are on different sides: {where}")
+    want = split.fingerprint.get("data")
+    if want:
+        from .fingerprint import data_digest
+
+        got = data_digest(data, split_countries(split))
+        if got != want:
+            raise LeakError(f"the split was made from other data (data digest {want} in the split, {got} "
+                            f"for {data.source or 'this data'} in {', '.join(split_countries(split))}): "
+                            "make the split again for this data")
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'s are' if len(items) != 1 else ' is'}"
+
+
+def _is_are(items) -> str:
+    return "are" if len(items) != 1 else "is"
+
+
+def _few(items, n: int = 3) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _duplicate_groups(questions) -> list[list[str]]:
+    """Keys of questions with the same text (whitespace and case ignored) and the same options,
+    groups of two or more, sorted: one question asked twice.
+
+    Stand-in for ``acealign.survey.duplicate_question_groups`` (same rule), until it is there."""
+    groups: dict[tuple, list[str]] = {}
+    for q in questions:
+        groups.setdefault((" ".join(q.text.split()).lower(), q.options), []).append(q.key)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def _question_units(data: SurveyData, keys) -> list[list[str]]:
+    """``keys`` grouped into splitting units: identical questions (same text and options) form one
+    unit so they land on the same side; units sorted by their first key."""
+    in_group: dict[str, list[str]] = {}
+    for g in _duplicate_groups([data.questions[k] for k in keys]):
+        for k in g:
+            in_group[k] = g
+    units, seen = [], set()
+    for k in sorted(keys):
+        if k in seen:
+            continue
+        unit = in_group.get(k, [k])
+        seen.update(unit)
+        units.append(unit)
+    return units
 
 
 def _cells_of(item):
@@ -182,46 +313,57 @@ def _allocate(sizes: dict[str, int], frac: float) -> dict[str, int]:
 
 
 def make_question_split(
-    data: SurveyData, eval_frac: float = 0.2, validation_frac: float = 0.0, seed: int = 0, countries=None
+    data: SurveyData, eval_frac: float = 0.2, validation_frac: float = 0.0, seed: int = 0, countries=None,
+    heldout=(),
 ) -> Split:
     """Hold out ``eval_frac`` of the questions (stratified by dataset/topic, seeded), then carve
-    ``validation_frac`` of the remaining training questions out as validation questions."""
+    ``validation_frac`` of the remaining training questions out as validation questions.
+    ``heldout``: G=4 combinations also held out on every question (the run job's split).
+
+    Identical questions (same text and options) are one unit: they land on the same side, and
+    the fractions count units."""
     if not 0 < eval_frac < 1:
         raise ValueError(f"eval fraction must be in (0, 1), got {eval_frac}")
     if not 0 <= validation_frac < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {validation_frac}")
+    combos = _combos(heldout)
     countries = _countries(data, countries)
     keys = sorted({q for c in countries for q in data.question_keys(c)})
-    strata: dict[str, list[str]] = {}
-    for k in keys:
-        q = data.questions[k]
-        strata.setdefault(f"{q.dataset}/{q.topic}", []).append(k)
+    strata: dict[str, list[list[str]]] = {}
+    for unit in _question_units(data, keys):
+        q = data.questions[unit[0]]
+        strata.setdefault(f"{q.dataset}/{q.topic}", []).append(unit)
     rng = np.random.default_rng(seed)
-    shuffled = {s: [ks[i] for i in rng.permutation(len(ks))] for s, ks in sorted(strata.items())}
-    n_eval = _allocate({s: len(ks) for s, ks in shuffled.items()}, eval_frac)
-    n_val = _allocate({s: len(ks) - n_eval[s] for s, ks in shuffled.items()}, validation_frac)
+    shuffled = {s: [us[i] for i in rng.permutation(len(us))] for s, us in sorted(strata.items())}
+    n_eval = _allocate({s: len(us) for s, us in shuffled.items()}, eval_frac)
+    n_val = _allocate({s: len(us) - n_eval[s] for s, us in shuffled.items()}, validation_frac)
     train, val, ev = [], [], []
-    for s, ks in shuffled.items():
-        ev += ks[: n_eval[s]]
-        val += ks[n_eval[s]: n_eval[s] + n_val[s]]
-        train += ks[n_eval[s] + n_val[s]:]
-    return Split(
-        "question", seed, sorted(train), sorted(val), sorted(ev), [], countries, countries, data.source
+    for s, us in shuffled.items():
+        ev += [k for u in us[: n_eval[s]] for k in u]
+        val += [k for u in us[n_eval[s]: n_eval[s] + n_val[s]] for k in u]
+        train += [k for u in us[n_eval[s] + n_val[s]:] for k in u]
+    split = Split(
+        "question", seed, sorted(train), sorted(val), sorted(ev), combos, countries, countries, data.source
     )
+    split.fingerprint = split_fingerprint(
+        data, split, eval_frac=eval_frac, validation_frac=validation_frac, seed=seed
+    )
+    return split
 
 
 def make_persona_split(data: SurveyData, heldout=PAPER_HELDOUT, countries=None) -> Split:
-    """Hold out whole G=4 persona combinations (default: the paper's two) on every question."""
-    combos = []
-    for c in heldout:
-        p = combo_persona("x", c)
-        if p.combo not in combos:
-            combos.append(p.combo)
+    """Hold out whole G=4 persona combinations (default: the paper's two) on every question.
+
+    Every question is a training question (for the other personas) and none is an evaluation
+    question: the held-out combinations are evaluated on the training questions."""
+    combos = _combos(heldout)
     if not combos:
         raise ValueError("no held-out persona combination given")
     countries = _countries(data, countries)
     keys = sorted({q for c in countries for q in data.question_keys(c)})
-    return Split("persona", None, keys, [], keys, combos, countries, countries, data.source)
+    split = Split("persona", None, keys, [], [], combos, countries, countries, data.source)
+    split.fingerprint = split_fingerprint(data, split)
+    return split
 
 
 def make_country_split(data: SurveyData, eval_countries, train_countries=None) -> Split:
@@ -233,11 +375,39 @@ def make_country_split(data: SurveyData, eval_countries, train_countries=None) -
         raise ValueError(f"countries in both training and evaluation: {', '.join(overlap)}")
     if not tr:
         raise ValueError("no training country left")
-    return Split(
+    split = Split(
         "country", None,
         sorted({q for c in tr for q in data.question_keys(c)}), [],
         sorted({q for c in ev for q in data.question_keys(c)}), [], tr, ev, data.source,
     )
+    split.fingerprint = split_fingerprint(data, split)
+    return split
+
+
+def _combos(heldout) -> list[str]:
+    """Held-out combinations, validated, in canonical form, without repeats."""
+    combos: list[str] = []
+    for c in heldout:
+        p = combo_persona("x", c)
+        if p.combo not in combos:
+            combos.append(p.combo)
+    return combos
+
+
+def split_fingerprint(data: SurveyData, split: Split, **settings) -> dict:
+    """The fingerprint of ``split`` made from ``data`` with ``settings`` (fractions, seed): data
+    digest of its countries, its countries and held-out combinations, the algorithm version."""
+    from .fingerprint import data_digest
+
+    return {
+        "algorithm": ALGORITHM,
+        "kind": split.kind,
+        "data": data_digest(data, split_countries(split)),
+        "train_countries": list(split.train_countries),
+        "eval_countries": list(split.eval_countries),
+        "heldout_personas": list(split.heldout_personas),
+        **settings,
+    }
 
 
 def _countries(data: SurveyData, countries) -> list[str]:

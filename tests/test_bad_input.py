@@ -210,6 +210,9 @@ def test_catalog_question_without_column(tmp_path):
     ('{"format": "acealign-split/1", "kind": "bogus"}', "unknown split kind"),
     ('{"format": "acealign-split/1", "kind": "persona", "heldout_personas": ["Female_PhD_Urban_Married"]}', "bad persona combination"),
     ('{"format": "acealign-split/1", "kind": "question", "train_questions": "Q1"}', "list of strings"),
+    ('{"format": "acealign-split/1", "kind": "question", "fingerprint": 3}', "'fingerprint' must be an object"),
+    ('{"format": "acealign-split/1", "kind": "question", "train_questions": ["Q1"], "eval_questions": ["Q1"], '
+     '"train_countries": ["x"], "eval_countries": ["x"]}', "refusing this split: 1 question is both"),
 ])
 def test_split_file_bad_input(tmp_path, text, pattern):
     f = tmp_path / "split.json"

@@ -51,10 +51,10 @@ def test_evaluation_cells_question_split_with_heldout_combo():
 
 def test_evaluation_cells_persona_and_country_splits():
     data = tiny_survey()
-    persona = Split("persona", None, ["d/t/q1", "d/t/q2", "d/t/q3"], [], ["d/t/q1", "d/t/q2", "d/t/q3"],
-                    [HELD], ["x"], ["x"])
+    # A persona split has no evaluation questions: the held-out combination on every question.
+    persona = Split("persona", None, ["d/t/q1", "d/t/q2", "d/t/q3"], [], [], [HELD], ["x"], ["x"])
     cells = ev.evaluation_cells(data, persona)
-    assert len(cells) == 3 and not any(c.eval_question for c in cells)
+    assert len(cells) == 3 and not any(c.eval_question for c in cells) and all(c.heldout_persona for c in cells)
     country = Split("country", None, ["d/t/q1"], [], ["d/t/q1", "d/t/q2"], [], ["y"], ["x"])
     cells = ev.evaluation_cells(data, country)
     # The evaluation country never trained: q1 counts as unseen there too. 2 x 80 cells.
@@ -143,14 +143,32 @@ def test_evaluate_with_a_tiny_model_is_resumable(tmp_path, monkeypatch):
     assert not (tmp_path / "tiny" / "partial.parquet").exists()
     meta = json.loads((tmp_path / "tiny" / "eval.json").read_text())
     assert meta["prompt"] == "plain" and meta["granularities"] == [1, 4]
+    fp = meta["fingerprint"]
+    assert (fp["template"], fp["scoring_mode"], fp["dtype"], fp["adapter"]) == ("paper", "whole", "float32", None)
     # Same settings again: the finished result is returned without scoring anything.
     monkeypatch.setattr(scoring, "score_cells", lambda *a, **k: pytest.fail("scored again"))
     again = ev.evaluate(model, prompt="plain", data=data, split=sp, out_dir=tmp_path, granularities=(1, 4),
                         method_name="tiny", progress=False)
     assert np.allclose(np.stack(again.table["pred"]), np.stack(frame["pred"]))
-    with pytest.raises(DataError, match="other settings"):
+    with pytest.raises(DataError, match=r"other settings \(template: 'paper' there, 'anthropological' now\)"):
         ev.evaluate(model, prompt="anthropological", data=data, split=sp, out_dir=tmp_path,
                     granularities=(1, 4), method_name="tiny", progress=False)
+    # Another split (same cells: the validation list differs) or other data: refused, named.
+    other = Split("question", 0, ["d/t/q1"], ["d/t/q2"], ["d/t/q3"], [HELD], ["x"], ["x"])
+    with pytest.raises(DataError, match=r"\(split: '[0-9a-f]+' there, '[0-9a-f]+' now\); delete .* to evaluate again"):
+        ev.evaluate(model, prompt="plain", data=data, split=other, out_dir=tmp_path, granularities=(1, 4),
+                    method_name="tiny", progress=False)
+    changed = tiny_survey()
+    changed.cells[("x", "d/t/q1")][all_g4_personas("x")[0]] = np.array([9, 1])
+    with pytest.raises(DataError, match=r"\(data: "):
+        ev.evaluate(model, prompt="plain", data=changed, split=sp, out_dir=tmp_path, granularities=(1, 4),
+                    method_name="tiny", progress=False)
+    # An evaluation written before fingerprints cannot be vouched for.
+    meta_path = tmp_path / "tiny" / "eval.json"
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "fingerprint"}))
+    with pytest.raises(DataError, match="has no fingerprint"):
+        ev.evaluate(model, prompt="plain", data=data, split=sp, out_dir=tmp_path, granularities=(1, 4),
+                    method_name="tiny", progress=False)
     with pytest.raises(ValueError, match="reserved"):
         ev.evaluate(model, data=data, split=sp, out_dir=tmp_path, method_name="noise-ceiling")
 

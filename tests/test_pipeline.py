@@ -51,14 +51,15 @@ def test_run_pipeline_end_to_end_and_resume(tmp_path, tiny_data_dir, tiny_model_
     out = tmp_path / "run"
     manifest = run_pipeline(out, tiny_profile(), model=str(tiny_model_dir), data_dir=tiny_data_dir,
                             progress=False)
-    assert manifest["profile"] == "test"
+    assert manifest["profile"] == "test" and manifest["scoring_mode"] == "whole"
     assert manifest["methods"] == ["base", "anthropological", "anchor", "ace"]
     split = json.loads((out / "split.json").read_text())
     assert len(split["eval_questions"]) == 1 and split["heldout_personas"]
     for m in ("anchor", "ace"):
         assert (out / "train" / m / "adapter" / "adapter_config.json").is_file()
         log = [json.loads(x) for x in (out / "train" / m / "log.jsonl").read_text().splitlines()]
-        assert log and all(r["loss"] == r["loss"] for r in log)  # no NaN
+        steps = [r for r in log if "event" not in r]  # step records (stage events have no loss)
+        assert steps and all(r["loss"] == r["loss"] for r in steps)  # no NaN
     # ace runs its two stages: anchor in epoch 1, causal in epoch 2
     objectives = {json.loads(x)["objective"] for x in (out / "train" / "ace" / "log.jsonl").read_text().splitlines()}
     assert len(objectives) == 2
@@ -67,6 +68,17 @@ def test_run_pipeline_end_to_end_and_resume(tmp_path, tiny_data_dir, tiny_model_
         methods |= set(pd.read_parquet(p)["method"])
     assert methods == {"base", "anthropological", "anchor", "ace", "country-marginal", "noise-ceiling"}
     assert (out / "report" / "report.html").is_file()
+    # Every reused artefact carries its fingerprint.
+    from acealign.fingerprint import adapter_digest, split_digest
+    from acealign.splits import Split
+
+    sp = Split.load(out / "split.json")
+    assert sp.fingerprint["eval_frac"] == 0.34 and sp.fingerprint["heldout_personas"] == split["heldout_personas"]
+    for m in ("anchor", "ace"):
+        fp = json.loads((out / "train" / m / "fingerprint.json").read_text())
+        assert fp["split"] == split_digest(sp) and fp["config"]["method"] == m
+        efp = json.loads((out / "eval" / m / "eval.json").read_text())["fingerprint"]
+        assert efp["adapter"] == adapter_digest(out / "train" / m / "adapter") and efp["scoring_mode"] == "whole"
     summary = (out / "report" / "report.md").read_text()
     assert "tiny test slice" in summary
 
@@ -84,5 +96,9 @@ def test_unknown_countries_and_methods_are_errors(tmp_path, tiny_data_dir):
 
     with pytest.raises(DataError, match="pass --countries"):
         run_pipeline(tmp_path / "a", tiny_profile(countries=("narnia",)), data_dir=tiny_data_dir)
+    # Given on the command line, an unknown country is the data's problem, not the profile's.
+    with pytest.raises(DataError, match=r"country narnia not in the data \(it has atlantis, borduria\)"):
+        run_pipeline(tmp_path / "a", tiny_profile(), countries=["narnia"], data_dir=tiny_data_dir)
     with pytest.raises(ValueError, match="unknown method"):
         run_pipeline(tmp_path / "b", tiny_profile(), methods=["sft"], data_dir=tiny_data_dir)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -7,18 +7,22 @@ import json
 import numpy as np
 import pytest
 
+from acealign.fingerprint import data_digest, differences
 from acealign.pairs import build_pairs
 from acealign.personas import eligible_cells
 from acealign.splits import (
+    KINDS,
     PAPER_HELDOUT,
     LeakError,
     Split,
+    _duplicate_groups,
+    check_split,
     combo_persona,
     make_country_split,
     make_persona_split,
     make_question_split,
 )
-from acealign.survey import Option, Persona, Question, SurveyData, all_g4_personas
+from acealign.survey import DataError, Option, Persona, Question, SurveyData, all_g4_personas
 
 OPTS = (Option("1", "a"), Option("2", "b"))
 
@@ -27,7 +31,7 @@ def synthetic(sizes=(("a", 10), ("b", 5), ("c", 1)), countries=("x", "y")) -> Su
     qs = {}
     for topic, n in sizes:
         for i in range(n):
-            q = Question("d", topic, f"q{i}", "t", OPTS)
+            q = Question("d", topic, f"q{i}", f"text {topic}{i}", OPTS)
             qs[q.key] = q
     cells = {(c, k): {p: np.array([5, 5]) for p in all_g4_personas(c)} for c in countries for k in qs}
     return SurveyData(qs, cells, "synthetic")
@@ -97,7 +101,8 @@ def test_combo_parsing():
 def test_persona_split_default_and_leaks(tiny_data):
     s = make_persona_split(tiny_data)
     assert s.heldout_personas == list(PAPER_HELDOUT)
-    assert s.train_questions == s.eval_questions == tiny_data.question_keys()
+    # Every question trains the other personas; none is an evaluation question (no overlap).
+    assert s.train_questions == tiny_data.question_keys() and s.eval_questions == []
     held = s.heldout_in("atlantis")
     assert [p.combo for p in held] == list(PAPER_HELDOUT) and all(p.granularity == 4 for p in held)
     # Coarser personas sum held-out cells: Female covers Female_College_Urban_Married, Male covers
@@ -115,7 +120,8 @@ def test_persona_split_default_and_leaks(tiny_data):
         s.check_training(build_pairs(tiny_data, min_n=1))
     with pytest.raises(LeakError):
         s.check_training(eligible_cells(tiny_data, granularities=(1,), min_n=1).cells)
-    assert s.is_eval_cell(held[1], s.eval_questions[0]) and not s.is_eval_cell(ok, s.eval_questions[0])
+    # The held-out combinations are evaluated on the training questions; the other personas are not.
+    assert s.is_eval_cell(held[1], s.train_questions[0]) and not s.is_eval_cell(ok, s.train_questions[0])
     custom = make_persona_split(tiny_data, ["Female_No_College_Rural_Married"], countries=["borduria"])
     assert custom.heldout_personas == ["Female_No_College_Rural_Married"] and custom.train_countries == ["borduria"]
 
@@ -147,5 +153,117 @@ def test_save_load_roundtrip(tmp_path, tiny_data):
         obj = json.loads(path.read_text())
         assert obj["format"] == "acealign-split/1"
         assert set(obj) == {"format", "kind", "seed", "train_questions", "validation_questions", "eval_questions",
-                            "heldout_personas", "train_countries", "eval_countries", "source"}
+                            "heldout_personas", "train_countries", "eval_countries", "source", "fingerprint"}
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["country.json", "persona.json", "question.json"]
+
+
+# -- leak guards (issue 8, part 6) --------------------------------------------------------------------
+def leaky(kind="question", heldout=(PAPER_HELDOUT[0],)):
+    """A question split with held-out combinations whose evaluation question q9 is also listed as
+    a training question (the run job's split, hand-edited)."""
+    return Split(kind, 0, ["d/a/q0", "d/a/q1", "d/a/q9"], ["d/a/q2"], ["d/a/q9"], list(heldout), ["x"], ["x"])
+
+
+def test_overlapping_question_lists_are_leaks_whatever_the_kind():
+    # With held-out personas the old check let non-held-out personas train on the evaluation
+    # question (160 pairs were accepted that way).
+    s = leaky()
+    p = Persona("x", gender="Male")
+    assert s.is_eval_cell(p, "d/a/q9") and "evaluation question" in s.training_allowed(p, "d/a/q9")
+    with pytest.raises(LeakError, match="1 of 1 training cells"):
+        s.check_training([(p, "d/a/q9")])
+    with pytest.raises(LeakError, match=r"1 question is both a training and an evaluation question in x \(d/a/q9\)"):
+        check_split(s)
+    with pytest.raises(LeakError, match="make it again"):  # the old persona split format
+        check_split(Split("persona", None, ["d/a/q0"], [], ["d/a/q0"], [PAPER_HELDOUT[0]], ["x"], ["x"]))
+    with pytest.raises(LeakError, match="training and a validation"):
+        check_split(Split("question", 0, ["d/a/q0", "d/a/q2"], ["d/a/q2"], ["d/a/q9"], [], ["x"], ["x"]))
+    with pytest.raises(LeakError, match="validation and an evaluation"):
+        check_split(Split("question", 0, ["d/a/q0"], ["d/a/q9"], ["d/a/q9"], [], ["x"], ["x"]))
+    with pytest.raises(LeakError, match="x is both a training and an evaluation country"):
+        check_split(Split("country", None, ["d/a/q0"], [], ["d/a/q0"], [], ["x", "y"], ["x"]))
+    with pytest.raises(LeakError, match="no held-out"):
+        check_split(Split("persona", None, ["d/a/q0"], [], [], [], ["x"], ["x"]))
+    # A country split trains and evaluates the same questions in different countries: no leak.
+    check_split(Split("country", None, ["d/a/q0"], [], ["d/a/q0"], [], ["y"], ["x"]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_leaky_split_files_are_refused_when_loaded(tmp_path, kind):
+    s = leaky(kind) if kind != "country" else Split("country", None, ["q"], [], ["q"], [], ["x", "y"], ["y"])
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(s.to_dict()))
+    with pytest.raises(DataError, match="refusing this split") as e:
+        Split.load(path)
+    assert e.value.path == str(path) and "\n" not in str(e.value)
+
+
+def test_every_made_split_passes_its_own_check(tiny_data):
+    for s in (make_question_split(tiny_data, 0.34, 0.5, seed=1, heldout=PAPER_HELDOUT),
+              make_persona_split(tiny_data), make_country_split(tiny_data, ["atlantis"])):
+        check_split(s, tiny_data)
+
+
+# -- identical questions (5c) -------------------------------------------------------------------------
+def with_duplicates() -> SurveyData:
+    """synthetic() plus two copies of one question: same text (up to whitespace and case) and
+    options, in two topics."""
+    data = synthetic()
+    for topic, text in (("a", "Is it  the same?"), ("b", "is it the same?")):
+        q = Question("d", topic, "dup", text, OPTS)
+        data.questions[q.key] = q
+        for c in ("x", "y"):
+            data.cells[(c, q.key)] = {p: np.array([5, 5]) for p in all_g4_personas(c)}
+    return data
+
+
+def test_identical_questions_land_on_the_same_side():
+    data = with_duplicates()
+    assert _duplicate_groups(data.questions.values()) == [["d/a/dup", "d/b/dup"]]
+    sides = set()
+    for seed in range(40):
+        s = make_question_split(data, eval_frac=0.3, validation_frac=0.3, seed=seed)
+        side = [name for name, qs in (("train", s.train_questions), ("val", s.validation_questions),
+                                      ("eval", s.eval_questions)) for k in ("d/a/dup", "d/b/dup") if k in qs]
+        assert len(side) == 2 and side[0] == side[1], (seed, side)
+        sides.add(side[0])
+        check_split(s, data)
+    assert sides == {"train", "val", "eval"}  # the pair moves as one unit, to every side
+
+
+def test_split_separating_identical_questions_is_refused(tmp_path):
+    data = with_duplicates()
+    s = make_question_split(data, eval_frac=0.2, seed=0)
+    a, b = "d/a/dup", "d/b/dup"
+    s.train_questions = sorted((set(s.train_questions) | {a}) - {b})
+    s.eval_questions = sorted((set(s.eval_questions) | {b}) - {a})
+    check_split(s)  # without data nothing tells they are one question
+    with pytest.raises(LeakError, match=r"identical text and options.*d/a/dup \(training\), d/b/dup \(evaluation\)"):
+        check_split(s, data)
+    s.save(tmp_path / "s.json")
+    with pytest.raises(DataError, match="identical text"):
+        Split.load(tmp_path / "s.json", data)
+
+
+# -- fingerprints ---------------------------------------------------------------------------------------
+def test_split_fingerprint_names_what_made_it(tmp_path):
+    data = synthetic()
+    s = make_question_split(data, eval_frac=0.2, validation_frac=0.25, seed=3, countries=["x"],
+                            heldout=[PAPER_HELDOUT[1]])
+    fp = s.fingerprint
+    assert fp["data"] == data_digest(data, ["x"]) != data_digest(data, ["y"])
+    assert (fp["eval_frac"], fp["validation_frac"], fp["seed"]) == (0.2, 0.25, 3)
+    assert fp["train_countries"] == fp["eval_countries"] == ["x"] and fp["heldout_personas"] == [PAPER_HELDOUT[1]]
+    assert s.heldout_personas == [PAPER_HELDOUT[1]]
+    other = make_question_split(data, eval_frac=0.2, validation_frac=0.25, seed=3, countries=["y"])
+    assert {"data", "train_countries", "eval_countries", "heldout_personas"} <= set(differences(fp, other.fingerprint))
+    # The data of the split's countries changed since it was made: refused when loaded with it.
+    s.save(tmp_path / "s.json")
+    assert Split.load(tmp_path / "s.json", data) == s
+    changed = synthetic()
+    changed.cells[("x", "d/a/q0")][all_g4_personas("x")[0]] = np.array([6, 4])
+    with pytest.raises(DataError, match="made from other data"):
+        Split.load(tmp_path / "s.json", changed)
+    unrelated = synthetic()
+    unrelated.cells[("y", "d/a/q0")][all_g4_personas("y")[0]] = np.array([6, 4])
+    assert Split.load(tmp_path / "s.json", unrelated) == s  # another country's data does not matter

@@ -52,6 +52,20 @@ def add_data_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+# acealign.scoring.SCORING_MODES, repeated so that building the parser does not import torch
+# (tests/test_guards.py checks that they agree).
+SCORING_MODES = ("whole", "literal")
+
+
+def add_scoring_mode_option(p: argparse.ArgumentParser, default: str | None = "whole") -> None:
+    p.add_argument(
+        "--scoring-mode", choices=SCORING_MODES, default=default,
+        help="option scoring: whole = the probability that the answer is exactly the option "
+        "(default); literal = the paper's Eq. 2 as written (option tokens only)"
+        + ("" if default else "; default: the profile's"),
+    )
+
+
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 

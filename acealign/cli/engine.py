@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_path
-from . import UsageError, add_data_option, add_json_option, print_json
+from . import UsageError, add_data_option, add_json_option, add_scoring_mode_option, print_json
 
 
 def register(sub) -> None:
@@ -62,6 +62,7 @@ def _add_model_options(p) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_scoring_mode_option(p)
 
 
 # -- prompt ------------------------------------------------------------------------------------
@@ -92,11 +93,12 @@ def _set_threads(args) -> None:
 
 
 def cmd_prompt(args) -> int:
-    from ..models import load_model, load_tokenizer
+    from ..models import check_model, load_model, load_tokenizer
     from ..prompts import build_prompt, option_verbalizations
     from ..scoring import OptionScorer, ScoringRequest
     from ..survey import Persona, load_survey, parse_attribute_list
 
+    check_model(args.model)
     data = load_survey(args.data)
     q = find_question(data, args.question, args.topic, args.dataset, args.country)
     persona = Persona(args.country, **parse_attribute_list(args.persona))
@@ -110,7 +112,7 @@ def cmd_prompt(args) -> int:
     options = option_verbalizations(q)
     out = {"prompt": prompt, "options": options}
     if args.score:
-        scorer = OptionScorer(model, tok, batch_size=1)
+        scorer = OptionScorer(model, tok, batch_size=1, mode=args.scoring_mode)
         out["distribution"] = scorer.distributions([ScoringRequest(prompt, tuple(options))])[0].tolist()
     if args.json:
         print_json(out)
@@ -150,8 +152,12 @@ def _selection(args, data):
     elif args.split:
         from ..splits import Split
 
-        split = Split.load(args.split)
-        qkeys = getattr(split, f"{args.side}_questions") or None
+        split = Split.load(args.split, data)
+        qkeys = getattr(split, f"{args.side}_questions")
+        if not qkeys:  # never "all questions": that would score the other sides too
+            raise UsageError(f"--side {args.side}: the split {args.split} has no {args.side} questions"
+                             + (" (a persona split evaluates its held-out combinations on the "
+                                "training questions: use acealign eval)" if split.kind == "persona" else ""))
         side_countries = getattr(split, f"{args.side}_countries", None) or None
         if side_countries:
             countries = [c for c in side_countries if countries is None or c in countries]
@@ -198,7 +204,8 @@ def write_predictions_file(frame, out: Path, runs: dict) -> None:
 def cmd_score(args) -> int:
     import pandas as pd
 
-    from ..models import load_model
+    from ..fingerprint import adapter_digest, describe_differences, differences
+    from ..models import check_model, load_model
     from ..personas import eligible_cells
     from ..prompts import get_template
     from ..scoring import OptionScorer, predict_cells
@@ -206,20 +213,24 @@ def cmd_score(args) -> int:
 
     get_template(args.template)
     gs = parse_granularities(args.granularity)
+    check_model(args.model)
     data = load_survey(args.data)
     countries, qkeys = _selection(args, data)
     cells = eligible_cells(data, gs, args.min_n, countries, qkeys).cells
     if not cells:
         raise UsageError("no eligible cell to score (check --countries, questions, --granularity, --min-n)")
     out = Path(args.out)
-    run = {"model": args.model, "adapter": args.adapter, "template": args.template,
-           "plain": bool(args.plain), "dtype": args.dtype}
+    # What determines the scores: an adapter by its content, not its path.
+    run = {"model": args.model, "adapter": args.adapter, "adapter_digest": adapter_digest(args.adapter),
+           "template": args.template, "plain": bool(args.plain), "dtype": args.dtype,
+           "scoring_mode": args.scoring_mode}
     existing, runs = (None, {})
     if out.is_file():
         existing, runs = _read_existing(out)
-        if args.method_name in runs and runs[args.method_name] != run:
+        saved = runs.get(args.method_name)
+        if saved is not None and differences(saved, run):
             raise UsageError(f"{out} already holds method {args.method_name!r} scored with other settings "
-                             f"({runs[args.method_name]}): pass another --method-name or --out")
+                             f"({describe_differences(saved, run)}): pass another --method-name or --out")
     done = set()
     if existing is not None:
         mine = existing[existing["method"] == args.method_name]
@@ -228,11 +239,12 @@ def cmd_score(args) -> int:
     if todo:
         _set_threads(args)
         model, tok = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
-        scorer = OptionScorer(model, tok, batch_size=args.batch_size)
+        scorer = OptionScorer(model, tok, batch_size=args.batch_size, mode=args.scoring_mode)
         partial = out.with_name(out.name + ".partial")
         frame = predict_cells(scorer, data, todo, template=args.template,
                               chat=False if args.plain else None, method=args.method_name,
-                              partial_path=partial, progress=not args.no_progress)
+                              partial_path=partial, progress=not args.no_progress,
+                              fingerprint={"adapter": run["adapter_digest"]})
         if existing is not None:
             frame = pd.concat([existing, frame], ignore_index=True)
         runs[args.method_name] = run

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import UsageError, add_data_option, add_json_option, print_json, print_table
+from . import (
+    UsageError,
+    add_data_option,
+    add_json_option,
+    add_scoring_mode_option,
+    print_json,
+    print_table,
+)
 
 
 def register(subparsers) -> None:
@@ -15,10 +22,13 @@ def register(subparsers) -> None:
         description="Writes OUT/<method>/predictions.parquet, cell_scores.csv and eval.json. "
         "Resumable: an interrupted run continues where it stopped.",
     )
-    p.add_argument("--model", default="default", help="model name or path (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="model name or path (default: the adapter's training model, else "
+                   "default = SmolLM2-135M-Instruct)")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (peft format) on top of the model")
-    p.add_argument("--prompt", default="plain", metavar="TEMPLATE",
-                   help="plain (the paper's persona prompt) or another template, e.g. anthropological")
+    p.add_argument("--prompt", metavar="TEMPLATE",
+                   help="plain (the paper's persona prompt) or another template, e.g. anthropological "
+                   "(default: the template the adapter was trained with; plain without --adapter)")
+    add_scoring_mode_option(p)
     add_data_option(p)
     p.add_argument("--split", required=True, metavar="FILE", help="split file (acealign data split)")
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder, e.g. runs/NAME/eval")
@@ -73,18 +83,24 @@ def cmd_eval(args) -> int:
     gs = _granularities(args.granularity)
     if args.min_n < 1:
         raise UsageError("--min-n must be at least 1")
+    if args.references and (args.adapter or args.method_name or args.model or args.prompt):
+        raise UsageError("--references takes no --model, --adapter, --prompt or --method-name")
+    model = args.model
+    if model is None:
+        # An adapter is evaluated on the base model it was trained on.
+        cfg = ev.adapter_run_config(args.adapter) if args.adapter else None
+        model = cfg["model"].get("name", "default") if cfg else "default"
     data = load_survey(args.data)
-    split = Split.load(args.split)
+    split = Split.load(args.split, data)
     if args.references:
-        if args.adapter or args.method_name:
-            raise UsageError("--references takes no --adapter or --method-name")
         results = ev.write_references(data, split, args.out, gs, args.min_n, args.seed)
     else:
         results = [
             ev.evaluate(
-                args.model, args.adapter, args.prompt, data=data, split=split, out_dir=args.out,
+                model, args.adapter, args.prompt, data=data, split=split, out_dir=args.out,
                 granularities=gs, min_n=args.min_n, method_name=args.method_name, device=args.device,
                 dtype=args.dtype, batch_size=args.batch_size, split_path=args.split,
+                scoring_mode=args.scoring_mode,
             )
         ]
     rows = []

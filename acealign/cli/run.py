@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_data_option
+from . import add_data_option, add_scoring_mode_option
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
                    help=f"trained methods (default: {','.join(TRAINED_METHODS)})")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_scoring_mode_option(p, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<profile>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -41,6 +42,6 @@ def cmd_run(args) -> int:
     run_pipeline(
         out, args.profile, model=args.model, data_dir=args.data, device=args.device,
         dtype=args.dtype, methods=_list(args.methods), countries=_list(args.countries),
-        progress=not args.no_progress,
+        scoring_mode=args.scoring_mode, progress=not args.no_progress,
     )
     return 0
