@@ -1,17 +1,16 @@
-"""``acealign data info | import | split | ceiling`` on the tiny dataset (and the real one if present)."""
+"""``acealign data info | import | split | ceiling`` on the tiny dataset and the shipped default data."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-from conftest import shared_data_dir
+from conftest import write_tiny_tidy
 from test_survey_readers import WVS_HEADER, WVS_ROWS, write_catalog, write_release
 
 from acealign.cli import main
 from acealign.personas import eligible_cells
 from acealign.splits import Split
-from acealign.survey import read_tidy
+from acealign.survey import package_data_dir, read_tidy
 
 
 def run(capsys, argv):
@@ -92,12 +91,34 @@ def test_ceiling_json_keys(tiny_data_dir, capsys):
     assert [r["uniform"] for r in exact] == [r["uniform"] for r in rows]
 
 
+NINE = ["australia", "chile", "egypt", "ethiopia", "germany", "india", "japan", "philippines", "united_states"]
+
+
 def test_info_on_default_data_lists_nine_countries(capsys, monkeypatch):
-    d = shared_data_dir()
-    if not (d / "cells.csv").exists():
-        pytest.skip("shared survey data not present")
-    monkeypatch.setenv("ACEALIGN_DATA", str(d))
+    """With neither --data nor $ACEALIGN_DATA, `data info` reads the tables shipped in the package."""
+    monkeypatch.delenv("ACEALIGN_DATA", raising=False)
     info = json.loads(run(capsys, ["data", "info", "--json"]))
-    assert [r["country"] for r in info["countries"]] == [
-        "australia", "chile", "egypt", "ethiopia", "germany", "india", "japan", "philippines", "united_states"]
+    assert [r["country"] for r in info["countries"]] == NINE
     assert sum(r["g4_rows"] for r in info["countries"]) == 7281
+    assert info["source_kind"] == "package"
+    assert info["source_label"] == "package copy (acealign/data/surveys)"
+    assert info["source"] == str(package_data_dir())
+    out = run(capsys, ["data", "info"])
+    assert out.splitlines()[0].startswith("data: package copy (acealign/data/surveys, 9 countries)  (220 questions")
+
+
+def test_info_names_env_and_option_sources(tiny_data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ACEALIGN_DATA", str(tiny_data_dir))
+    info = json.loads(run(capsys, ["data", "info", "--json"]))
+    assert info["source_kind"] == "env" and info["source"] == str(tiny_data_dir)
+    assert info["source_label"] == f"$ACEALIGN_DATA ({tiny_data_dir})"
+    assert [r["country"] for r in info["countries"]] == ["atlantis", "borduria"]
+    out = run(capsys, ["data", "info"])
+    assert out.splitlines()[0].startswith(f"data: $ACEALIGN_DATA ({tiny_data_dir}, 2 countries)  (3 questions")
+    # --data wins over $ACEALIGN_DATA.
+    other = write_tiny_tidy(tmp_path / "other")
+    info = json.loads(run(capsys, ["data", "info", "--data", str(other), "--json"]))
+    assert info["source_kind"] == "option" and info["source"] == str(other)
+    assert info["source_label"] == f"--data ({other})"
+    out = run(capsys, ["data", "info", "--data", str(other)])
+    assert out.splitlines()[0].startswith(f"data: --data ({other}, 2 countries)")

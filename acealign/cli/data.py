@@ -79,9 +79,21 @@ def _load(args):
     return load_survey(args.data)
 
 
+def _locate_and_load(args):
+    """The data folder chosen by ``--data`` / ``$ACEALIGN_DATA`` / the package copy, and its survey."""
+    from ..survey import read_tidy, resolve_data_dir
+
+    loc = resolve_data_dir(args.data)
+    return loc, read_tidy(loc.path)
+
+
 # -- info ---------------------------------------------------------------------------------------
-def data_summary(data, min_n: int = 10) -> dict:
-    """Inventory of ``data``: per country, questions and eligible/dropped cells for G=1..4."""
+def data_summary(data, min_n: int = 10, location=None) -> dict:
+    """Inventory of ``data``: per country, questions and eligible/dropped cells for G=1..4.
+
+    ``location`` (a :class:`~acealign.survey.DataLocation`): where the data was found; adds
+    ``source_kind`` ("option", "env" or "package") and ``source_label`` (e.g. "package copy
+    (acealign/data/surveys)") beside ``source``, the folder read."""
     from ..personas import eligible_cells
 
     rows = []
@@ -99,7 +111,9 @@ def data_summary(data, min_n: int = 10) -> dict:
             "cells": cells,
             "dropped": dropped,
         })
-    return {"source": data.source, "min_n": min_n, "countries": rows,
+    where = {} if location is None else {"source_kind": location.origin,
+                                         "source_label": location.describe()}
+    return {"source": data.source, **where, "min_n": min_n, "countries": rows,
             "nonsubstantive": nonsubstantive_summary(data)}
 
 
@@ -133,12 +147,14 @@ def nonsubstantive_summary(data) -> list[dict]:
 def cmd_info(args) -> int:
     if args.min_n < 1:
         raise UsageError("--min-n must be at least 1")
-    data = _load(args)
-    summary = data_summary(data, args.min_n)
+    loc, data = _locate_and_load(args)
+    summary = data_summary(data, args.min_n, loc)
     if args.json:
         print_json(summary)
         return 0
-    print(f"data: {summary['source']}  ({len(data.questions)} questions, {data.n_cells()} G=4 rows; "
+    k = len(data.countries)
+    countries = f"{k} country" if k == 1 else f"{k} countries"
+    print(f"data: {loc.describe(countries)}  ({len(data.questions)} questions, {data.n_cells()} G=4 rows; "
           f"cells need n >= {args.min_n})")
     table = []
     for r in summary["countries"]:

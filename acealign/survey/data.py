@@ -152,19 +152,65 @@ def validate_counts(counts, n_options: int, where: str, path, line) -> np.ndarra
     return arr
 
 
-def default_data_dir() -> Path:
-    """``$ACEALIGN_DATA``, else ``../shared/data/surveys`` beside the repository, else an error."""
-    env = os.environ.get("ACEALIGN_DATA")
+#: Where the shipped default tables live, relative to the installed package (for messages).
+PACKAGE_DATA_LABEL = "acealign/data/surveys"
+#: Environment variable naming a tidy-table folder to use instead of the shipped one.
+DATA_ENV = "ACEALIGN_DATA"
+
+
+@dataclass(frozen=True)
+class DataLocation:
+    """A survey-table folder and how it was chosen: ``origin`` is ``"option"`` (``--data DIR`` or
+    an explicit directory), ``"env"`` (``$ACEALIGN_DATA``) or ``"package"`` (the shipped copy)."""
+
+    path: Path
+    origin: str
+
+    def describe(self, detail: str = "") -> str:
+        """Names the source, e.g. ``package copy (acealign/data/surveys)``, ``$ACEALIGN_DATA
+        (/some/dir)`` or ``--data (/some/dir)``; ``detail`` is added inside the parentheses."""
+        where = PACKAGE_DATA_LABEL if self.origin == "package" else str(self.path)
+        what = {"package": "package copy", "env": f"${DATA_ENV}"}.get(self.origin, "--data")
+        return f"{what} ({where}{', ' + detail if detail else ''})"
+
+
+def package_data_dir() -> Path | None:
+    """The default survey tables shipped inside the package (``acealign/data/surveys``), or None
+    when they are missing (a checkout or an install without the package data).
+
+    Found through :mod:`importlib.resources`, so it is the same folder for an editable install,
+    a wheel and a plain checkout on ``sys.path``.
+    """
+    from importlib.resources import files
+
+    root = files("acealign")
+    # Installed packages and checkouts are plain folders; a zip import (never made by pip) is not.
+    base = root if isinstance(root, Path) else Path(__file__).resolve().parents[1]
+    d = base / "data" / "surveys"
+    return d if (d / "cells.csv").is_file() and (d / "questions.jsonl").is_file() else None
+
+
+def resolve_data_dir(directory=None) -> DataLocation:
+    """The survey tables to read: ``directory`` (``--data DIR``) when given, else
+    ``$ACEALIGN_DATA`` when set, else the copy shipped in the package, else a :class:`DataError`."""
+    if directory is not None and str(directory):
+        return DataLocation(Path(directory), "option")
+    env = os.environ.get(DATA_ENV)
     if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo.parent / "shared" / "data" / "surveys", Path.cwd().parent / "shared" / "data" / "surveys"):
-        if (candidate / "cells.csv").exists():
-            return candidate
+        return DataLocation(Path(env), "env")
+    shipped = package_data_dir()
+    if shipped is not None:
+        return DataLocation(shipped, "package")
     raise DataError(
-        "no survey data found: pass --data DIR, set ACEALIGN_DATA, or convert your data with "
+        f"no survey data found (the package copy {PACKAGE_DATA_LABEL} is missing from this "
+        f"install): pass --data DIR, set {DATA_ENV}, or convert your data with "
         "`acealign data import KIND PATH --out DIR` (KIND: tidy, release, wvs)"
     )
+
+
+def default_data_dir() -> Path:
+    """``$ACEALIGN_DATA``, else the survey tables shipped in the package, else a :class:`DataError`."""
+    return resolve_data_dir().path
 
 
 def group_by_country(data: SurveyData) -> dict[str, list[str]]:
