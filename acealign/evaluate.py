@@ -23,7 +23,7 @@ Which cells are evaluated (:func:`evaluation_cells`), in the split's evaluation 
 
 Two reference "methods" need no model (:func:`reference_predictions`): ``country-marginal``
 predicts, for every persona, the distribution of all of the country's respondents on the question
-(a model that ignores the persona); ``noise-ceiling`` is a perfect model seen through finite
+(an *oracle*: persona-blind, but it has seen each evaluation question's answers); ``noise-ceiling`` is a perfect model seen through finite
 cells: its ``score`` column holds the exact expected score against a multinomial resample
 (:func:`acealign.metrics.expected_ceiling_batch`) and its ``pred`` is one seeded resample of the
 cell (used for modal accuracy and effect fidelity).

@@ -616,8 +616,9 @@ def score_cells(
     return [done[k] for k in keys]
 
 
-def predictions_frame(data, cells, preds, method: str = "base"):
-    """The predictions table (one row per persona x question; columns ``PREDICTION_COLUMNS``)."""
+def predictions_frame(data, cells, preds, method: str = "base", scoring_mode: str | None = None):
+    """The predictions table (one row per persona x question; columns ``PREDICTION_COLUMNS``, plus
+    ``scoring_mode`` when given: how the model's distributions were scored)."""
     import pandas as pd
 
     from .survey import ATTRIBUTES
@@ -640,7 +641,10 @@ def predictions_frame(data, cells, preds, method: str = "base"):
             "survey_counts": [int(x) for x in counts],
             "pred": [float(x) for x in pred],
         })
-    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    if scoring_mode is not None:
+        frame["scoring_mode"] = scoring_mode
+    return frame
 
 
 def predict_cells(scorer: OptionScorer, data, cells, template="paper", chat: bool | None = None,
@@ -650,4 +654,4 @@ def predict_cells(scorer: OptionScorer, data, cells, template="paper", chat: boo
     preds = score_cells(scorer.model, scorer.tokenizer, data, cells, template=template, chat=chat,
                         partial_path=partial_path, progress=progress, scorer=scorer,
                         fingerprint=fingerprint)
-    return predictions_frame(data, cells, preds, method)
+    return predictions_frame(data, cells, preds, method, scoring_mode=scorer.mode)

@@ -214,11 +214,12 @@ def check_split(split: Split, data: SurveyData | None = None) -> None:
         return
     # Evaluation questions of other countries only (a country split) cannot leak into training.
     sides = [("training", tr), ("validation", va)] + ([("evaluation", ev)] if shared else [])
-    for group in _duplicate_groups([data.questions[k] for k in sorted(split.questions()) if k in data.questions]):
+    for group in _duplicate_groups(data, [k for k in sorted(split.questions()) if k in data.questions]):
         on = [(name, k) for k in group for name, qs in sides if k in qs]
         if len({name for name, _ in on}) > 1:
             where = ", ".join(f"{k} ({name})" for name, k in on)
-            raise LeakError(f"questions with identical text and options are on different sides: {where}")
+            raise LeakError(f"duplicate questions (identical text and options, or identical answers) "
+                            f"are on different sides: {where}")
     want = split.fingerprint.get("data")
     if want:
         from .fingerprint import data_digest
@@ -243,22 +244,38 @@ def _few(items, n: int = 3) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def _duplicate_groups(questions) -> list[list[str]]:
-    """Keys of questions with the same text (whitespace and case ignored) and the same options,
-    groups of two or more, sorted: one question asked twice.
+def _duplicate_groups(data: SurveyData, keys) -> list[list[str]]:
+    """Groups of ``keys`` that are one question for splitting: identical text and options
+    (:func:`~acealign.survey.duplicate_question_groups`), or identical answers in every cell of a
+    country (:func:`~acealign.survey.duplicate_answer_groups`; India's v50/v56 in the default
+    data, where the source copied one question's answers into another). Overlapping groups merge."""
+    from .survey import duplicate_answer_groups, duplicate_question_groups
 
-    Stand-in for ``acealign.survey.duplicate_question_groups`` (same rule), until it is there."""
-    groups: dict[tuple, list[str]] = {}
-    for q in questions:
-        groups.setdefault((" ".join(q.text.split()).lower(), q.options), []).append(q.key)
-    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+    keys = set(keys)
+    parent = {k: k for k in keys}
+
+    def root(k):
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    sub = data.subset(question_keys=sorted(keys))
+    for group in (duplicate_question_groups([data.questions[k] for k in sorted(keys)])
+                  + duplicate_answer_groups(sub)):
+        group = [k for k in group if k in keys]
+        for k in group[1:]:
+            parent[root(k)] = root(group[0])
+    groups: dict[str, list[str]] = {}
+    for k in sorted(keys):
+        groups.setdefault(root(k), []).append(k)
+    return sorted(g for g in groups.values() if len(g) > 1)
 
 
 def _question_units(data: SurveyData, keys) -> list[list[str]]:
-    """``keys`` grouped into splitting units: identical questions (same text and options) form one
-    unit so they land on the same side; units sorted by their first key."""
+    """``keys`` grouped into splitting units: duplicate questions (:func:`_duplicate_groups`) form
+    one unit so they land on the same side; units sorted by their first key."""
     in_group: dict[str, list[str]] = {}
-    for g in _duplicate_groups([data.questions[k] for k in keys]):
+    for g in _duplicate_groups(data, keys):
         for k in g:
             in_group[k] = g
     units, seen = [], set()

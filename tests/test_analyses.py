@@ -19,7 +19,8 @@ from acealign.analyses import (
 )
 from acealign.survey import ATTRIBUTES, DataError, Persona
 
-PAPER_TABLE1 = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper_table1.csv"
+# the paper's Table 1 (copied from ../shared/docs/paper_table1.csv)
+PAPER_TABLE1 = Path(__file__).resolve().parent / "data" / "paper_table1.csv"
 PAPER_METHODS = {
     "Base model": "base",
     "AdPrompt": "anthropological",

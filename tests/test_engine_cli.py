@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,9 +8,10 @@ from acealign.cli import main
 from acealign.personas import eligible_cells
 from acealign.prompts import build_prompt, option_verbalizations
 from acealign.scoring import OptionScorer, ScoringRequest, score_cells
+from acealign.survey import package_data_dir
 from acealign.testing import save_tiny_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
+DATA = package_data_dir()
 pytestmark = pytest.mark.skipif(not (DATA / "cells.csv").exists(), reason="shared survey data not present")
 
 

@@ -9,7 +9,15 @@ import pytest
 from acealign import evaluate as ev
 from acealign.analyses.common import validate_predictions
 from acealign.splits import Split
-from acealign.survey import DataError, Option, Persona, Question, SurveyData, all_g4_personas
+from acealign.survey import (
+    DataError,
+    Option,
+    Persona,
+    Question,
+    SurveyData,
+    all_g4_personas,
+    package_data_dir,
+)
 
 HELD = "Female_College_Urban_Married"
 
@@ -183,14 +191,13 @@ def test_prediction_columns_agree_with_the_engine():
 def test_pairs_from_predictions_match_the_survey_pairs():
     """Fidelity's pairs (formed inside a predictions table) are exactly acealign.pairs' pairs, and
     its no-effect reference equals acealign.references' on the same questions (real data)."""
-    from pathlib import Path
 
     from acealign.analyses import fidelity
     from acealign.references import pair_references
     from acealign.splits import make_question_split
     from acealign.survey import load_survey
 
-    data = load_survey(Path(__file__).resolve().parents[2] / "shared" / "data" / "surveys")
+    data = load_survey(package_data_dir())
     egypt = data.subset(countries=["egypt"])
     sp = make_question_split(egypt, eval_frac=0.2, seed=0)
     frame = ev.reference_predictions(egypt, ev.evaluation_cells(egypt, sp, (4,)), "country-marginal")

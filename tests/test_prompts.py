@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +11,10 @@ from acealign.prompts import (
     scale_description,
     verbalize_persona,
 )
-from acealign.survey import Option, Persona, Question
+from acealign.survey import Option, Persona, Question, package_data_dir
 from acealign.testing import tiny_tokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
+DATA = package_data_dir()
 
 Q = Question(
     "issp", "family", "v5", "Do you agree that [COUNTRY] is nice? ",

@@ -1,7 +1,6 @@
 """Reference scores on a tiny hand-made survey (values worked out in the comments)."""
 
 from math import comb
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,9 @@ from acealign.references import (
     pair_references,
     reference_table,
 )
-from acealign.survey import Option, Persona, Question, SurveyData, all_g4_personas
+from acealign.survey import Option, Persona, Question, SurveyData, all_g4_personas, package_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
+DATA = package_data_dir()
 
 
 def tiny_survey(countries=("x", "y")) -> SurveyData:

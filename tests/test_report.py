@@ -12,9 +12,9 @@ from acealign.analyses.common import with_scores
 from acealign.cli import main
 from acealign.report import build_report, load_predictions, read_manifest, update_manifest
 from acealign.splits import make_question_split
-from acealign.survey import DataError, load_survey
+from acealign.survey import DataError, load_survey, package_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "surveys"
+DATA = package_data_dir()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 import math
 import string
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +15,10 @@ from acealign.scoring import (
     option_tree,
     renormalize,
 )
+from acealign.survey import package_data_dir
 from acealign.testing import tiny_model_and_tokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/surveys"
+DATA = package_data_dir()
 
 
 @pytest.fixture(scope="module")

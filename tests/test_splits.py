@@ -219,7 +219,7 @@ def with_duplicates() -> SurveyData:
 
 def test_identical_questions_land_on_the_same_side():
     data = with_duplicates()
-    assert _duplicate_groups(data.questions.values()) == [["d/a/dup", "d/b/dup"]]
+    assert _duplicate_groups(data, data.questions) == [["d/a/dup", "d/b/dup"]]
     sides = set()
     for seed in range(40):
         s = make_question_split(data, eval_frac=0.3, validation_frac=0.3, seed=seed)
@@ -229,6 +229,17 @@ def test_identical_questions_land_on_the_same_side():
         sides.add(side[0])
         check_split(s, data)
     assert sides == {"train", "val", "eval"}  # the pair moves as one unit, to every side
+
+
+def test_questions_with_copied_answers_are_one_unit():
+    # Different texts, but q1 carries q0's answers in every cell (as India's v56 repeats v50's):
+    # one unit. Questions whose cells are all alike (5|5 everywhere) match by chance: not grouped.
+    data = synthetic(sizes=(("a", 3),))
+    for c in ("x", "y"):
+        varied = {p: np.array([1 + i, 2]) for i, p in enumerate(all_g4_personas(c))}
+        data.cells[(c, "d/a/q0")] = varied
+        data.cells[(c, "d/a/q1")] = {p: v.copy() for p, v in varied.items()}
+    assert _duplicate_groups(data, data.questions) == [["d/a/q0", "d/a/q1"]]
 
 
 def test_split_separating_identical_questions_is_refused(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_COUNTRIES, TINY_QUESTIONS, shared_data_dir, write_tiny_tidy
+from conftest import TINY_COUNTRIES, TINY_QUESTIONS, write_tiny_tidy
 
 from acealign.survey import (
     DataError,
@@ -16,6 +16,7 @@ from acealign.survey import (
     SurveyData,
     duplicate_answer_groups,
     duplicate_question_groups,
+    package_data_dir,
     read_tidy,
     write_tidy,
 )
@@ -48,7 +49,7 @@ def test_tidy_roundtrip(tiny_data_dir, tmp_path):
 
 
 def test_default_data_has_nine_countries():
-    d = shared_data_dir()
+    d = package_data_dir()
     if not (d / "cells.csv").exists():
         pytest.skip("shared survey data not present")
     data = read_tidy(d)
@@ -219,7 +220,7 @@ def test_wvs_topic_boundaries():
 
 
 def test_wvs_topics_match_shared_tidy_table():
-    d = shared_data_dir()
+    d = package_data_dir()
     if not (d / "questions.jsonl").exists():
         pytest.skip("shared survey data not present")
     qs = [json.loads(x) for x in (d / "questions.jsonl").read_text().splitlines() if x.strip()]
@@ -451,7 +452,7 @@ def test_duplicate_answer_groups():
 
 
 def test_default_data_duplicates():
-    d = shared_data_dir()
+    d = package_data_dir()
     if not (d / "cells.csv").exists():
         pytest.skip("shared survey data not present")
     data = read_tidy(d)

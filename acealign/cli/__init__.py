@@ -47,8 +47,8 @@ def add_data_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="tidy survey tables (questions.jsonl + cells.csv); default: $ACEALIGN_DATA or "
-        "../shared/data/surveys beside the repository",
+        help="tidy survey tables (questions.jsonl + cells.csv); default: $ACEALIGN_DATA, else the "
+        "copy shipped in the package (acealign/data/surveys)",
     )
 
 
@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"acealign {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit
+        return 0
     return int(result or 0)
 
 

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     add_json_option(q)
     q.set_defaults(func=cmd_split)
 
-    q = sub.add_parser("ceiling", help="noise ceiling, country-marginal and uniform scores per country and G")
+    q = sub.add_parser("ceiling", help="noise ceiling, country-marginal (oracle) and uniform scores per country and G")
     add_data_option(q)
     add_json_option(q)
     _add_min_n(q)

@@ -95,7 +95,7 @@ def _set_threads(args) -> None:
 def cmd_prompt(args) -> int:
     from ..models import check_model, load_model, load_tokenizer
     from ..prompts import build_prompt, option_verbalizations
-    from ..scoring import OptionScorer, ScoringRequest
+    from ..scoring import OptionScorer, question_request
     from ..survey import Persona, load_survey, parse_attribute_list
 
     check_model(args.model)
@@ -113,15 +113,21 @@ def cmd_prompt(args) -> int:
     out = {"prompt": prompt, "options": options}
     if args.score:
         scorer = OptionScorer(model, tok, batch_size=1, mode=args.scoring_mode)
-        out["distribution"] = scorer.distributions([ScoringRequest(prompt, tuple(options))])[0].tolist()
+        # Eq. 3 over the substantive options: the others are printed but get no probability
+        dist = scorer.distributions([question_request(prompt, q)])[0].tolist()
+        out["distribution"] = dist
+        out["scale_options"] = [options[k] for k in q.scale_indices]
     if args.json:
         print_json(out)
         return 0
     print(f"# {q.key} | {persona.key} | template {args.template}")
     print(prompt)
     print("# options")
+    prob_of = dict(zip(q.scale_indices, out.get("distribution", []), strict=False))
     for k, (v, o) in enumerate(zip(options, q.options, strict=True)):
-        prob = f"  p={out['distribution'][k]:.3f}" if args.score else ""
+        prob = ""
+        if args.score:
+            prob = f"  p={prob_of[k]:.3f}" if k in prob_of else "  (not on the scale)"
         print(f"{v:>3}  {o.label.strip()}{prob}")
     return 0
 

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--method-name", metavar="NAME",
                    help="method id in the tables (default: base, the template name, or the adapter's run name)")
     p.add_argument("--references", action="store_true",
-                   help="write the country-marginal and noise-ceiling references instead (no model)")
+                   help="write the country-marginal (an oracle: it has seen each question's answers) and "
+                   "noise-ceiling references instead (no model)")
     p.add_argument("--granularity", default="1,2,3,4", metavar="LIST", help="granularities to score (1,2,3,4)")
     p.add_argument("--min-n", type=int, default=10, metavar="N", help="minimum respondents per cell (10)")
     p.add_argument("--device", default="cpu")
@@ -151,7 +152,7 @@ def cmd_report(args) -> int:
             "summary": table_records(summary),
         })
         return 0
-    rows = table_records(summary.drop(columns=["p_vs_primary"], errors="ignore"))
+    rows = table_records(summary.drop(columns=["p_holm_vs_primary", "p_raw_vs_primary"], errors="ignore"))
     print_table([{k: ("" if v is None else v) for k, v in r.items()} for r in rows], floatfmt="{:.3f}")
     print(f"\nreport: {res.html}\nmarkdown: {res.markdown}\ntables: {Path(res.out_dir) / 'tables'}")
     for name, why in res.missing_figures.items():

@@ -11,7 +11,9 @@ from . import UsageError, add_data_option, add_json_option, print_json, print_ta
 METHOD_HELP = (
     "ace: epoch 1 anchor (Eq. 13), epoch 2 causal effect alignment (Eq. 9-12), as in the paper; "
     "anchor: anchor only; causal: causal only; distribution: per-persona W1 matching; "
-    "ace+distribution: distribution matching, then causal"
+    "ace+distribution: distribution matching, then causal. Each stage of ace and "
+    "ace+distribution starts a fresh AdamW and LR schedule from the previous stage's weights "
+    "(--set train.stage_optimizer=keep: one optimizer for the whole run)"
 )
 
 
@@ -30,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--countries", metavar="LIST", help="comma-separated training countries "
                    "(default: all training countries of the split)")
     p.add_argument("--max-pairs", type=int, metavar="N", help="seeded subsample of N training pairs")
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="at most N optimizer steps in all; a multi-stage method still trains every "
+                   "stage: N is split across its stages in proportion to their lengths")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (config: 2)")
     p.add_argument("--batch-size", type=int, metavar="N", help="pairs per micro-batch (config: 8)")
     p.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step (1)")
@@ -89,7 +93,10 @@ def run_train(args: argparse.Namespace) -> int:
         saved = out / T.CONFIG_NAME
         if not saved.is_file():
             raise UsageError(f"--resume: {saved} not found (no run to continue)")
-        base = json.loads(saved.read_text(encoding="utf-8"))
+        # Keys added since the run was saved take their defaults, so that --resume then names
+        # them as differences instead of failing on a missing key.
+        base = T.merge_config(T.default_config(), json.loads(saved.read_text(encoding="utf-8")),
+                              str(saved))
         cfg = T.resolve_config(args.config, options, base=base)
     else:
         if not args.split:
@@ -102,12 +109,16 @@ def run_train(args: argparse.Namespace) -> int:
         "method": cfg["method"], "out": str(result.out), "adapter": str(result.adapter),
         "pairs": result.n_pairs, "steps": result.steps, "epochs": result.epochs_done,
         "last_loss": result.last_loss, "seconds": round(result.seconds, 1), "evals": result.evals,
+        "stage_optimizer": cfg["train"]["stage_optimizer"], "stages": result.stages,
     }
     if args.json:
         print_json(summary)
         return 0
     rows = [{k: summary[k] for k in ("method", "pairs", "steps", "epochs", "last_loss", "seconds")}]
     print_table(rows, floatfmt="{:.4f}")
+    for st in result.stages:
+        print(f"{st['name']}: {st['objective']}, steps {st['first_step']}-"
+              f"{st['first_step'] + st['steps'] - 1} (epochs {', '.join(map(str, st['epochs']))})")
     for name, by_tag in result.evals.items():
         print(f"alignment ({name} cells): " + ", ".join(f"{t} {v:.4f}" for t, v in by_tag.items()))
     print(f"adapter: {result.adapter}")

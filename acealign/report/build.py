@@ -49,6 +49,8 @@ MANIFEST_FIELDS = {
     "methods": "methods trained / evaluated",
     "seed": "seed",
     "device": "device",
+    "scoring_mode": "option scoring (whole answers | literal Eq. 2)",
+    "dtype": "weight precision",
     "wall_time_s": "wall time of the run (s)",
     "peak_memory_mb": "peak resident memory (MiB)",
     "versions": "package versions",

@@ -238,7 +238,8 @@ def duplicate_question_groups(questions) -> list[list[str]]:
 def duplicate_answer_groups(data: SurveyData) -> list[list[str]]:
     """Groups (2 or more keys, sorted) of questions whose answers are identical in some country:
     the same G=4 cells with the same counts over all options (e.g. a source that copied one
-    question's answers into another). Groups that share a question are merged.
+    question's answers into another). Groups that share a question are merged. Countries where
+    every persona's counts are the same are skipped: such cells cannot tell a copy from chance.
     """
     parent: dict[str, str] = {}
 
@@ -251,6 +252,8 @@ def duplicate_answer_groups(data: SurveyData) -> list[list[str]]:
     for (country, qkey) in sorted(set(data.cells) | set(data.nonsubstantive)):
         personas = sorted(set(data.cells.get((country, qkey), {})) | set(data.nonsubstantive.get((country, qkey), {})))
         sig = (country, tuple((p, tuple(data.full_counts(p, qkey).tolist())) for p in personas))
+        if len({c for _, c in sig[1]}) < 2:
+            continue  # every persona answered alike: two such questions match by chance, not by copy
         first = by_sig.setdefault(sig, qkey)
         if first != qkey:
             parent[find(qkey)] = find(first)
