@@ -2,25 +2,34 @@
 
 One trainer serves every method (``ace``, ``anchor``, ``causal``, ``distribution``,
 ``ace+distribution``): a method is only a per-epoch schedule of objective weights (config
-``[methods]``). The recipe, in the order it runs (:func:`train`):
+``[methods]``). Consecutive epochs with the same weights form a *stage* (:func:`stages`): ``ace``
+is an anchor stage, then a causal stage. The recipe, in the order it runs (:func:`train`):
 
 1. configuration: defaults (``acealign/config/train.toml``) < ``--config FILE`` < ``--set k=v``;
    saved as ``OUT/config.json``;
 2. data: pairs from the training side of a saved split only (training questions and countries,
-   held-out persona combinations excluded), checked with ``Split.check_training``;
-3. model: base model + a fresh LoRA adapter (peft), AdamW, LR schedule; Accelerate provides the
-   device, the process group and mixed precision, so one command runs on a CPU and under
-   ``accelerate launch`` on several GPUs;
-4. loop: per optimizer step, micro-batches of pairs; both ends of each pair are scored with
-   :class:`acealign.scoring.OptionScorer` (``grad=True``), the objective is computed by
-   :mod:`acealign.objectives`, gradients are averaged over processes; progress bar and
-   ``OUT/log.jsonl``;
+   held-out persona combinations excluded), checked with ``check_split``,
+   ``Split.check_training`` and :func:`check_no_eval_cells` (no pair on an evaluation question,
+   whatever the split kind);
+3. model: base model + a fresh LoRA adapter (peft), AdamW, LR schedule (:func:`make_optimizer`);
+   Accelerate provides the device, the process group and mixed precision, so one command runs on
+   a CPU and under ``accelerate launch`` on several GPUs;
+4. loop: stage by stage; each stage after the first starts a new AdamW and LR schedule over its
+   own steps from the previous stage's weights (the paper starts epoch 2 "from the first-epoch
+   checkpoint"; ``train.stage_optimizer = "keep"``: one optimizer for the whole run). Per
+   optimizer step, micro-batches of pairs; both ends of each pair are scored with
+   :class:`acealign.scoring.OptionScorer` (``grad=True``, ``train.scoring_mode``), the objective
+   is computed by :mod:`acealign.objectives`, gradients are averaged over processes; progress
+   bar and ``OUT/log.jsonl`` (one record per step, one ``"event": "stage"`` record as each stage
+   starts). ``train.max_steps`` below the run's length never drops a stage: the budget is split
+   across the stages in proportion to their lengths (:func:`stages`);
 5. outputs: a resumable checkpoint every ``checkpoint_every`` steps (``OUT/checkpoints/``), the
    adapter after each epoch (``OUT/epoch-K/``) and at the end (``OUT/adapter/``), in peft format.
 
 Determinism: the data order of epoch e is a permutation seeded by (seed, e); LoRA init and dropout
 use torch's RNG seeded by ``seed``. A checkpoint holds the adapter, optimizer, scheduler, RNG states
-and data position, so a resumed run repeats the uninterrupted one step for step.
+and data position (a checkpoint is also written at each stage's last step), so a resumed run
+repeats the uninterrupted one step for step, across stage changes too.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import torch
 from .fileio import atomic_write_json, atomic_write_text
 from .objectives import TERMS, combined_loss, pair_terms
 from .pairs import CounterfactualPair, build_pairs
+from .scoring import SCORING_MODES
 from .survey import DataError, Persona, SurveyData
 
 try:  # Python >= 3.11
@@ -55,6 +65,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "config" / "train.toml"
 METHODS = ("ace", "anchor", "causal", "distribution", "ace+distribution")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+STAGE_OPTIMIZERS = ("fresh", "keep")
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
 EVAL_NAME = "eval.json"
@@ -205,6 +216,18 @@ def validate_config(cfg: dict) -> None:
         raise ValueError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}")
     if t["mixed_precision"] not in MIXED_PRECISION:
         raise ValueError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
+    if t["stage_optimizer"] not in STAGE_OPTIMIZERS:
+        raise ValueError(f"train.stage_optimizer must be one of {', '.join(STAGE_OPTIMIZERS)}, "
+                         f"got {t['stage_optimizer']!r}")
+    if t["scoring_mode"] not in SCORING_MODES:
+        raise ValueError(f"train.scoring_mode must be one of {', '.join(SCORING_MODES)}, "
+                         f"got {t['scoring_mode']!r}")
+    runs = stage_runs(cfg)
+    if t["max_steps"] and t["max_steps"] < len(runs):
+        raise ValueError(
+            f"train.max_steps={t['max_steps']} is fewer than the {len(runs)} stages of method "
+            f"{method!r} ({', '.join(objective_name(w) for w, _, _ in runs)}): every stage needs "
+            f"at least one step")
     if cfg["model"]["chat"] not in ("auto", True, False):
         raise ValueError(f"model.chat must be true, false or \"auto\", got {cfg['model']['chat']!r}")
     if not 1 <= cfg["data"]["context_granularity"] <= 4:
@@ -221,6 +244,92 @@ def epoch_weights(cfg: dict, epoch: int) -> dict[str, float]:
 def objective_name(weights: dict[str, float]) -> str:
     """``anchor``, ``causal``, ``0.5*anchor+causal``: the weighted terms of Eq. 14 in words."""
     return "+".join(k if w == 1.0 else f"{w:g}*{k}" for k, w in weights.items())
+
+
+@dataclass
+class Stage:
+    """A run of consecutive epochs with the same objective weights, trained as one unit: with
+    ``train.stage_optimizer = "fresh"`` it gets its own AdamW and LR schedule over ``steps``."""
+
+    index: int                  # 0-based
+    weights: dict[str, float]
+    first_epoch: int            # 0-based
+    epochs: int
+    first_step: int             # optimizer steps of the run before this stage
+    steps: int                  # its optimizer steps (after a max_steps budget)
+
+    @property
+    def name(self) -> str:
+        return f"stage-{self.index + 1}"
+
+    @property
+    def objective(self) -> str:
+        return objective_name(self.weights)
+
+    def position(self, k: int, steps_per_epoch: int) -> tuple[int, int]:
+        """(epoch, step in that epoch), both 0-based, of this stage's ``k``-th step."""
+        return self.first_epoch + k // steps_per_epoch, k % steps_per_epoch
+
+    def record(self) -> dict:
+        """The stage as the log and the run summary show it (steps and epochs 1-based)."""
+        return {"stage": self.index + 1, "name": self.name, "objective": self.objective,
+                "weights": dict(self.weights), "first_step": self.first_step + 1, "steps": self.steps,
+                "epochs": list(range(self.first_epoch + 1, self.first_epoch + self.epochs + 1))}
+
+
+def stage_runs(cfg: dict) -> list[tuple[dict[str, float], int, int]]:
+    """(weights, first epoch, number of epochs) of each run of equal per-epoch weights."""
+    runs: list[tuple[dict[str, float], int, int]] = []
+    for e in range(cfg["train"]["epochs"]):
+        w = epoch_weights(cfg, e)
+        if runs and runs[-1][0] == w:
+            runs[-1] = (w, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((w, e, 1))
+    return runs
+
+
+def stages(cfg: dict, steps_per_epoch: int) -> list[Stage]:
+    """The run's stage schedule: one :class:`Stage` per run of epochs with equal weights.
+
+    ``train.max_steps`` below the full length never drops a stage: the budget is split across the
+    stages in proportion to their full lengths (each gets one step, the rest by largest remainder,
+    ties to the earlier stage); a truncated stage trains the first steps of its epochs. A budget
+    smaller than the number of stages is a ValueError.
+    """
+    runs = stage_runs(cfg)
+    full = [n * steps_per_epoch for _, _, n in runs]
+    budget = full
+    max_steps = cfg["train"]["max_steps"]
+    if max_steps and max_steps < sum(full):
+        if max_steps < len(runs):
+            raise ValueError(f"train.max_steps={max_steps} is fewer than the {len(runs)} stages "
+                             f"of method {cfg['method']!r}: every stage needs at least one step")
+        rest, spare = max_steps - len(runs), [f - 1 for f in full]
+        quota = [rest * x / sum(spare) for x in spare]
+        share = [math.floor(q) for q in quota]
+        by_remainder = sorted(range(len(runs)), key=lambda i: (share[i] - quota[i], i))
+        for i in by_remainder[: rest - sum(share)]:
+            share[i] += 1
+        budget = [1 + x for x in share]
+    out, first = [], 0
+    for i, ((w, e0, n), steps) in enumerate(zip(runs, budget, strict=True)):
+        out.append(Stage(i, w, e0, n, first, steps))
+        first += steps
+    return out
+
+
+def stage_at(plan: Sequence[Stage], step: int) -> Stage:
+    """The stage that runs the run's ``step``-th optimizer step (0-based; past the end: the last)."""
+    for st in plan:
+        if step < st.first_step + st.steps:
+            return st
+    return plan[-1]
+
+
+def epochs_completed(plan: Sequence[Stage], done: int, steps_per_epoch: int) -> int:
+    """Epochs all of whose steps ran, after ``done`` optimizer steps (a cut stage's last is not)."""
+    return sum(min(max(done - st.first_step, 0), st.steps) // steps_per_epoch for st in plan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +367,9 @@ def training_pairs(data: SurveyData, split, cfg: dict) -> list[CounterfactualPai
     Raises ``LeakError`` if any pair end is an evaluation/validation cell or covers a held-out
     persona combination, and ValueError if nothing is left.
     """
+    from .splits import check_split
+
+    check_split(split, data)  # the split as a whole (also done by Split.load): overlaps, data
     d = cfg["data"]
     countries = training_countries(split, d["countries"])
     pairs = split_pairs(data, split, split.train_questions, countries,
@@ -273,20 +385,26 @@ def training_pairs(data: SurveyData, split, cfg: dict) -> list[CounterfactualPai
 
 
 def check_no_eval_cells(split, pairs: Sequence[CounterfactualPair]) -> None:
-    """Refuse pairs touching an evaluation cell or a validation question of ``split``.
+    """Refuse pairs on an evaluation question (in an evaluation country) or a validation question.
 
-    ``Split.check_training`` accepts any question listed as a training question; a hand-edited
-    split may list a question on two sides, which this catches.
+    Whatever the split kind: held-out persona combinations do not make the other personas' cells
+    on an evaluation question trainable (``Split.is_eval_cell`` counts only the held-out personas
+    there). A second line of defence behind ``check_split`` and ``Split.check_training``, in
+    case a split lists a question on two sides (persona splits of older versions did).
     """
     from .splits import LeakError
 
-    val = set(split.validation_questions)
-    for p in pairs:
-        for s in (p.s1, p.s0):
-            if split.is_eval_cell(s, p.question_key) or p.question_key in val:
-                side = "a validation question" if p.question_key in val else "an evaluation cell"
-                raise LeakError(f"the split lists {p.question_key} as a training question but "
-                                f"{s.key} on it is {side}: refusing to train on it")
+    val, ev, ev_c = (set(split.validation_questions), set(split.eval_questions),
+                     set(split.eval_countries))
+    bad = [p for p in pairs if p.question_key in val
+           or (p.question_key in ev and (p.s1.country in ev_c or p.s0.country in ev_c))]
+    if bad:
+        p = bad[0]
+        side = "a validation" if p.question_key in val else f"an evaluation ({p.s1.country})"
+        raise LeakError(
+            f"{len(bad)} of {len(pairs)} training pairs touch evaluation cells or validation "
+            f"questions of the {split.kind} split (first: {p.question_key}, {side} question that "
+            f"the split also lists for training): refusing to train on them")
 
 
 def subsample(pairs: list, n: int, seed: int, by_question: bool = False) -> list:
@@ -395,6 +513,22 @@ def add_lora(model, cfg: dict):
         raise ValueError(f"lora.target_modules {cfg['lora']['target_modules']}: {e}") from None
 
 
+def make_optimizer(params, ocfg: dict, n_steps: int, accelerator=None):
+    """A new AdamW and its LR schedule (warm-up, then decay over ``n_steps``): the run's start
+    and, with ``train.stage_optimizer = "fresh"``, every stage change. ``accelerator``: prepare
+    the optimizer with it (device placement, mixed-precision loss scaling)."""
+    optimizer = torch.optim.AdamW(params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]),
+                                  eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(ocfg["scheduler"], ocfg["warmup_steps"], n_steps))
+    if accelerator is not None:
+        # Forget the previous stage's optimizer: fp16 gradient unscaling goes over every
+        # optimizer Accelerate holds, and would unscale the shared gradients twice.
+        accelerator.free_memory()
+        optimizer = accelerator.prepare(optimizer)
+    return optimizer, scheduler
+
+
 def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]:
     """Multiplier of the base LR after ``step`` optimizer steps: linear warm-up, then decay."""
 
@@ -462,7 +596,9 @@ def _as_tuple(x):
 
 @dataclass
 class TrainState:
-    """Where a run stands: the next step to run is step ``step_in_epoch`` of epoch ``epoch``."""
+    """Where a run stands: ``global_step`` optimizer steps done; ``epoch``/``step_in_epoch``: the
+    position just after the last one (the next step's position comes from the stage plan,
+    :func:`stages`, since a stage cut by ``max_steps`` leaves its epoch early)."""
 
     epoch: int = 0
     step_in_epoch: int = 0
@@ -518,6 +654,11 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path
 
 
+def checkpoint_step(path: Path) -> int:
+    """Optimizer steps done when the checkpoint at ``path`` was written."""
+    return int(json.loads((path / "state.json").read_text())["global_step"])
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, digest: str, accelerator) -> TrainState:
     """Restore adapter weights, optimizer, scheduler and this process' RNG state."""
     from peft import set_peft_model_state_dict
@@ -555,8 +696,8 @@ def truncate_log(path: Path, last_step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 def make_requests(data: SurveyData, cells, tokenizer, cfg: dict) -> list:
     """One :class:`ScoringRequest` per (persona, question) of ``cells``."""
-    from .prompts import build_prompt, option_verbalizations
-    from .scoring import ScoringRequest
+    from .prompts import build_prompt
+    from .scoring import question_request
 
     chat = {"auto": None, True: True, False: False}[cfg["model"]["chat"]]
     out = []
@@ -564,7 +705,8 @@ def make_requests(data: SurveyData, cells, tokenizer, cfg: dict) -> list:
         q = data.questions[qkey]
         prompt = build_prompt(persona, q, template=cfg["model"]["template"], tokenizer=tokenizer,
                               chat=chat)
-        out.append(ScoringRequest(prompt, tuple(option_verbalizations(q))))
+        # option numbers, renormalized over the substantive options (the scale of the counts)
+        out.append(question_request(prompt, q))
     return out
 
 
@@ -604,8 +746,10 @@ def score_run_cells(run_dir, which: str = "train", adapter: str | None = "adapte
     cells = pair_cells(pairs)
     reqs = make_requests(data, [(s, q) for s, q, _ in cells], tok, cfg)
     with torch.no_grad():
-        score = alignment_on_cells(OptionScorer(model, tok, batch_size=batch_size), reqs,
-                                   [c for _, _, c in cells])
+        # Runs saved before train.scoring_mode existed scored whole answers.
+        mode = cfg["train"].get("scoring_mode", "whole")
+        score = alignment_on_cells(OptionScorer(model, tok, batch_size=batch_size, mode=mode),
+                                   reqs, [c for _, _, c in cells])
     return score, len(cells)
 
 
@@ -623,6 +767,7 @@ class TrainResult:
     evals: dict
     seconds: float
     main_process: bool = True  # False on the other processes of a multi-process run
+    stages: list[dict] = field(default_factory=list)  # Stage.record() of each stage
 
 
 def train(
@@ -698,21 +843,23 @@ def train(
     # Dropout masks: a different stream per process (rank 0 keeps the plain seed).
     torch.manual_seed(seed + 1_000_003 * accelerator.process_index)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]),
-                                  eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
     n_proc = accelerator.num_processes
     steps_per_epoch = len(step_batches(list(range(len(pairs))), tcfg["batch_size"],
                                        tcfg["grad_accum"], n_proc))
-    total_steps = steps_per_epoch * tcfg["epochs"]
-    if tcfg["max_steps"]:
-        total_steps = min(total_steps, tcfg["max_steps"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(ocfg["scheduler"], ocfg["warmup_steps"], total_steps))
+    plan = stages(cfg, steps_per_epoch)
+    total_steps = plan[-1].first_step + plan[-1].steps
+    fresh = tcfg["stage_optimizer"] == "fresh"
+
+    def new_optimizer(stage: Stage):
+        # "keep": one optimizer and one schedule over the whole run.
+        return make_optimizer(params, ocfg, stage.steps if fresh else total_steps, accelerator)
+
     # The model is not wrapped in DDP: gradients of the (small) adapter are averaged explicitly
     # below, so the scorer can call the peft model directly. Accelerate wraps the optimizer for
     # mixed-precision loss scaling and device placement.
-    optimizer = accelerator.prepare(optimizer)
-    scorer = OptionScorer(model, tokenizer, batch_size=tcfg["scorer_batch_size"])
+    optimizer, scheduler = new_optimizer(plan[0])
+    scorer = OptionScorer(model, tokenizer, batch_size=tcfg["scorer_batch_size"],
+                          mode=tcfg["scoring_mode"])
 
     requests = make_requests(data, [(p.s1, p.question_key) for p in pairs]
                              + [(p.s0, p.question_key) for p in pairs], tokenizer, cfg)
@@ -724,6 +871,11 @@ def train(
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise DataError("nothing to resume: no checkpoint yet (start the run again)", out)
+        # The checkpoint's optimizer belongs to the stage of its last step: rebuild that one
+        # (the schedule's length is not part of its state), then load into it.
+        done = checkpoint_step(ckpt)
+        if fresh and done > 0 and stage_at(plan, done - 1).index > 0:
+            optimizer, scheduler = new_optimizer(stage_at(plan, done - 1))
         state = load_checkpoint(ckpt, model, optimizer, scheduler, digest, accelerator)
         if main:
             truncate_log(log_path, state.global_step)
@@ -749,61 +901,71 @@ def train(
         model.train()
         write_json_atomic(out / EVAL_NAME, state.evals)
 
+    def result() -> TrainResult:
+        return TrainResult(out, out / "adapter", len(pairs), state.global_step,
+                           epochs_completed(plan, state.global_step, steps_per_epoch), last_loss,
+                           state.evals, time.perf_counter() - t0, main,
+                           [st.record() for st in plan])
+
     if not resume:
         evaluate("before")
 
-    # 4. The loop.
+    # 4. The loop: the plan fixes the stage, epoch and batch of every step, so a resumed run
+    # needs only the number of steps done.
     model.train()
     bar = tqdm(total=total_steps, initial=state.global_step, disable=not (progress and main),
                desc=f"train {cfg['method']}", unit="step", dynamic_ncols=True)
+    groups = question_groups(pairs) if cfg["data"]["group_by_question"] else None
     running: dict[str, float] = {}
     last_loss = None
     steps_this_call = 0
-    stopped = False
-    while state.epoch < tcfg["epochs"] and not stopped:
-        weights = epoch_weights(cfg, state.epoch)
-        groups = question_groups(pairs) if cfg["data"]["group_by_question"] else None
-        steps = step_batches(epoch_order(len(pairs), seed, state.epoch, groups), tcfg["batch_size"],
-                             tcfg["grad_accum"], n_proc)
-        while state.step_in_epoch < len(steps):
-            if tcfg["max_steps"] and state.global_step >= tcfg["max_steps"]:
-                stopped = True
-                break
-            mine = steps[state.step_in_epoch][accelerator.process_index::n_proc]
-            terms = _train_step(mine, pairs, req1, req0, weights, scorer, model, params,
-                                optimizer, scheduler, accelerator, ocfg["max_grad_norm"])
-            state.step_in_epoch += 1
-            state.global_step += 1
-            steps_this_call += 1
-            last_loss = terms["loss"]
-            for k, v in terms.items():
-                running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
-            if main and state.global_step % tcfg["log_every"] == 0:
-                _append_log(log_path, {
-                    "step": state.global_step, "epoch": state.epoch + 1,
-                    "objective": objective_name(weights), "weights": weights, **terms,
-                    "lr": scheduler.get_last_lr()[0], "pairs": sum(len(m) for m in steps[state.step_in_epoch - 1]),
-                })
-            epoch_done = state.step_in_epoch == len(steps)
-            if epoch_done:
-                state.epoch += 1
-                state.step_in_epoch = 0
-                if main:
-                    save_adapter(model, out / f"epoch-{state.epoch}")
-                evaluate(f"epoch-{state.epoch}")
-            every = tcfg["checkpoint_every"]
-            if epoch_done or (every and state.global_step % every == 0):
-                save_checkpoint(out, model, optimizer, scheduler, state, digest, accelerator,
-                                tcfg["keep_checkpoints"])
-            if stop_after is not None and steps_this_call >= stop_after:
-                bar.close()
-                return TrainResult(out, out / "adapter", len(pairs), state.global_step,
-                                   state.epoch, last_loss, state.evals, time.perf_counter() - t0,
-                                   main)
-            if epoch_done:
-                break
+    steps, steps_epoch = [], None
+    while state.global_step < total_steps:
+        stage = stage_at(plan, state.global_step)
+        k = state.global_step - stage.first_step
+        if k == 0:
+            if fresh and stage.index > 0:  # a new stage starts clean from the current weights
+                optimizer, scheduler = new_optimizer(stage)
+            if main:
+                _append_log(log_path, {"step": stage.first_step + 1, "epoch": stage.first_epoch + 1,
+                                       "event": "stage", **stage.record(),
+                                       "optimizer": "fresh" if fresh or stage.index == 0 else "kept"})
+        epoch, pos = stage.position(k, steps_per_epoch)
+        if epoch != steps_epoch:
+            steps = step_batches(epoch_order(len(pairs), seed, epoch, groups), tcfg["batch_size"],
+                                 tcfg["grad_accum"], n_proc)
+            steps_epoch = epoch
+        mine = steps[pos][accelerator.process_index::n_proc]
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses (a new stage's starts afresh)
+        terms = _train_step(mine, pairs, req1, req0, stage.weights, scorer, model, params,
+                            optimizer, scheduler, accelerator, ocfg["max_grad_norm"])
+        state.global_step += 1
+        epoch_done = pos + 1 == len(steps)
+        state.epoch, state.step_in_epoch = (epoch + 1, 0) if epoch_done else (epoch, pos + 1)
+        steps_this_call += 1
+        last_loss = terms["loss"]
+        for name, v in terms.items():
+            running[name] = v if name not in running else 0.9 * running[name] + 0.1 * v
+        bar.update(1)
+        bar.set_postfix({name: f"{v:.4f}" for name, v in running.items()}, refresh=False)
+        if main and state.global_step % tcfg["log_every"] == 0:
+            _append_log(log_path, {
+                "step": state.global_step, "epoch": epoch + 1, "stage": stage.index + 1,
+                "objective": stage.objective, "weights": stage.weights, **terms,
+                "lr": lr, "pairs": sum(len(m) for m in steps[pos]),
+            })
+        if epoch_done:
+            if main:
+                save_adapter(model, out / f"epoch-{epoch + 1}")
+            evaluate(f"epoch-{epoch + 1}")
+        every = tcfg["checkpoint_every"]
+        stage_done = k + 1 == stage.steps
+        if epoch_done or stage_done or (every and state.global_step % every == 0):
+            save_checkpoint(out, model, optimizer, scheduler, state, digest, accelerator,
+                            tcfg["keep_checkpoints"])
+        if stop_after is not None and steps_this_call >= stop_after:
+            bar.close()
+            return result()
     bar.close()
 
     # 5. Final adapter (and evaluation when asked).
@@ -818,8 +980,7 @@ def train(
     else:
         evaluate("after")
     accelerator.wait_for_everyone()
-    return TrainResult(out, out / "adapter", len(pairs), state.global_step, state.epoch,
-                       last_loss, state.evals, time.perf_counter() - t0, main)
+    return result()
 
 
 def _train_step(micro_batches, pairs, req1, req0, weights, scorer, model, params, optimizer,
