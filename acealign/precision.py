@@ -1,0 +1,108 @@
+"""Weight precision: fp32, or bf16 matmuls with fp32 where precision matters.
+
+Casting a whole model to bf16 moves option distributions too much (the residual stream and the
+log-softmax over ~50k tokens lose digits). ``mixed-bf16`` keeps:
+
+- the residual stream, every norm and the embeddings in fp32 (residual additions promote to fp32),
+- the LM head in fp32 (log-softmax over the vocabulary is computed from fp32 logits),
+
+and runs only the linear layers inside the blocks (attention projections, MLP) in bf16, whose
+matmuls accumulate in fp32 on CPUs with AVX512-BF16/AMX and on GPUs. A forward pre-hook casts each
+such layer's input to bf16; its output is bf16 and joins the fp32 residual stream.
+
+``resolve_dtype("auto")`` picks mixed bf16 where the hardware runs bf16 matmuls natively (a CPU
+with ``avx512_bf16`` or ``amx_bf16``, a CUDA GPU with bf16 support), fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU flags list native bf16 matmul support (``avx512_bf16`` or ``amx_bf16``)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``auto`` -> ``bfloat16`` (mixed, see module docstring) on bf16-capable hardware, else
+    ``float32``; other names pass through after validation."""
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPE_CHOICES)})")
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def _to_bf16_input(module, args, kwargs):
+    import torch
+
+    if args and args[0].dtype != torch.bfloat16 and args[0].is_floating_point():
+        args = (args[0].to(torch.bfloat16),) + tuple(args[1:])
+    return args, kwargs
+
+
+def _bf16_output(module, args, output):
+    import torch
+
+    if isinstance(output, tuple):
+        return tuple(o.to(torch.bfloat16) if torch.is_tensor(o) and o.is_floating_point() else o
+                     for o in output)
+    return output
+
+
+def apply_mixed_bf16(model) -> int:
+    """Cast the linear layers inside the transformer blocks to bf16, in place; keep embeddings,
+    norms, and the LM head in fp32. Returns the number of layers cast.
+
+    Works on any model whose blocks use ``torch.nn.Linear`` (Llama, Mistral, Qwen, GPT-NeoX...).
+    Call it before adding LoRA adapters: peft keeps adapter weights in fp32 and adds their output
+    to the bf16 base layer's, promoting to fp32.
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            module.to(torch.bfloat16)
+            module.register_forward_pre_hook(_to_bf16_input, with_kwargs=True)
+            n += 1
+        elif "Rotary" in type(module).__name__:
+            # cos/sin follow the fp32 residual stream's dtype; in fp32 they would promote the
+            # bf16 queries and keys to fp32 (and mismatch the bf16 values in attention)
+            module.register_forward_hook(_bf16_output)
+    if n == 0:
+        raise ValueError(f"{type(model).__name__}: no linear layers to run in bf16")
+    model.config.acealign_precision = "mixed-bf16"
+    return n
+
+
+def precision_name(dtype: str, device: str = "cpu") -> str:
+    """The name :func:`model_precision` will give a model loaded with ``dtype`` on ``device``."""
+    resolved = resolve_dtype(dtype, device)
+    return "mixed-bf16" if resolved == "bfloat16" else resolved
+
+
+def model_precision(model) -> str:
+    """``mixed-bf16`` for a model prepared by :func:`apply_mixed_bf16`, else its parameters' dtype."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    got = getattr(getattr(base, "config", None), "acealign_precision", None)
+    if got:
+        return got
+    return str(next(model.parameters()).dtype).replace("torch.", "")
