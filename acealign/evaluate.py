@@ -105,14 +105,16 @@ def evaluation_cells(
     return out
 
 
-def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, preds) -> pd.DataFrame:
+def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, preds,
+                      scoring_mode: str | None = None) -> pd.DataFrame:
     """The predictions table of ``cells`` (:func:`acealign.scoring.predictions_frame`, i.e.
-    PREDICTION_COLUMNS) plus the split flags ``eval_question`` and ``heldout_persona``."""
+    PREDICTION_COLUMNS, and ``scoring_mode`` for a model's predictions) plus the split flags
+    ``eval_question`` and ``heldout_persona``."""
     from .scoring import predictions_frame as engine_frame
 
     if len(preds) != len(cells):
         raise ValueError(f"{len(preds)} predictions for {len(cells)} cells")
-    frame = engine_frame(data, [ec.cell for ec in cells], preds, method)
+    frame = engine_frame(data, [ec.cell for ec in cells], preds, method, scoring_mode=scoring_mode)
     frame["eval_question"] = [ec.eval_question for ec in cells]
     frame["heldout_persona"] = [ec.heldout_persona for ec in cells]
     return frame
@@ -240,7 +242,7 @@ def adapter_prompt(adapter) -> tuple[str, bool | None]:
 
 
 def eval_fingerprint(model, adapter, template: str, chat, scoring_mode: str, dtype: str, data: SurveyData,
-                     split: Split, granularities, min_n: int) -> dict:
+                     split: Split, granularities, min_n: int, device: str = "cpu") -> dict:
     """What determines an evaluation's predictions (see the module docstring)."""
     return {
         "model": _model_name(model),
@@ -248,7 +250,7 @@ def eval_fingerprint(model, adapter, template: str, chat, scoring_mode: str, dty
         "template": template,
         "chat": chat,
         "scoring_mode": scoring_mode,
-        "dtype": _dtype_of(model, dtype),
+        "dtype": _dtype_of(model, dtype, device),
         "split": split_digest(split),
         "data": data_digest(data, split_countries(split)),
         "granularities": list(granularities),
@@ -311,7 +313,7 @@ def evaluate(
         raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
     directory = Path(out_dir) / method
     fingerprint = eval_fingerprint(model, adapter, template, chat, scoring_mode, dtype, data, split,
-                                   granularities, min_n)
+                                   granularities, min_n, device)
     settings = {
         "model": _model_name(model),
         "adapter": None if adapter is None else str(Path(adapter).resolve()),
@@ -342,7 +344,8 @@ def evaluate(
         fingerprint={"adapter": fingerprint["adapter"], "split": fingerprint["split"],
                      "data": fingerprint["data"]},
     )
-    result = write_predictions(predictions_frame(data, cells, method, preds), directory, settings)
+    result = write_predictions(predictions_frame(data, cells, method, preds, scoring_mode),
+                               directory, settings)
     (directory / PARTIAL).unlink(missing_ok=True)
     return result
 
@@ -356,11 +359,14 @@ def _model_name(model) -> str:
     return str(p.resolve()) if p.is_dir() else str(model)
 
 
-def _dtype_of(model, dtype: str) -> str:
-    """The weights' dtype: a loaded model's own, else the one it will be loaded with."""
+def _dtype_of(model, dtype: str, device: str = "cpu") -> str:
+    """The weights' precision: a loaded model's own, else the one it will be loaded with
+    (``auto`` resolved on this machine; see :mod:`acealign.precision`)."""
+    from .precision import model_precision, precision_name
+
     if isinstance(model, tuple):
-        return str(next(model[0].parameters()).dtype).replace("torch.", "")
-    return dtype
+        return model_precision(model[0])
+    return precision_name(dtype, device)
 
 
 def _finished(directory: Path, fingerprint: dict, cells: list[EvalCell]) -> EvalResult | None:

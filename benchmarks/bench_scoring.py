@@ -6,6 +6,11 @@ position. It only applies when every option is a single token, so agreement is c
 prompts; speed is compared on all of them (the engine scores multi-token options completely,
 which costs it extra work the reference skips).
 
+A third engine, ``bf16``, runs the default scoring in mixed bf16 (``acealign.precision``: bf16
+matmuls in the blocks, fp32 residual stream, norms and LM head): its speed against the same fp32
+reference, and its accuracy against the fp32 engine on the same cells (per-cell |dS| of Eq. 15
+against the survey, and the mean score per granularity G).
+
 The engine runs in both scoring modes on the same prompts: ``literal`` (Eq. 2 as printed, what the
 reference computes, so their agreement is checked) and ``whole`` (the default: the answer is exactly
 the option, one more tree node per option for the number-boundary term). The headline ratio is the
@@ -88,7 +93,14 @@ def build_requests(n: int, seed: int, tokenizer, workload: str = "grid", templat
     for c in cells:
         q = data.questions[c.question_key]
         reqs.append(question_request(build_prompt(c.persona, q, template, tokenizer=tokenizer), q))
-    return reqs
+    return reqs, cells
+
+
+def cell_scores(preds, cells) -> np.ndarray:
+    """Eq. 15 per cell: 1 - W1(model, survey)/(K-1)."""
+    from acealign.metrics import alignment_score
+
+    return np.array([alignment_score(p, c.counts / c.counts.sum()) for p, c in zip(preds, cells, strict=True)])
 
 
 def reference_distributions(model, tok, requests, batch_size):
@@ -150,30 +162,37 @@ def main(argv=None) -> int:
     from acealign.scoring import OptionScorer
 
     load_before = os.getloadavg()
-    model, tok = load_model(args.model)
-    reqs = build_requests(args.prompts, args.seed, tok, args.workload, args.template)
+    model, tok = load_model(args.model, dtype="float32")
+    bf16_model, _ = load_model(args.model, dtype="bfloat16")
+    reqs, cells = build_requests(args.prompts, args.seed, tok, args.workload, args.template)
     scorer = OptionScorer(model, tok, batch_size=args.batch_size, mode="whole")
     literal = OptionScorer(model, tok, batch_size=args.batch_size, mode="literal")
+    bf16 = OptionScorer(bf16_model, tok, batch_size=args.batch_size, mode="whole")
     # warm-up (allocator, kernels) on a few prompts, not timed
-    scorer.distributions(reqs[:4])
-    literal.distributions(reqs[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in (scorer, literal, bf16):
+            s.distributions(reqs[:4])
     reference_distributions(model, tok, reqs[:4], args.batch_size)
 
     # The cores are shared with other processes whose load varies, so the two scorers take
     # turns on consecutive parts of the prompt set (alternating which goes first) and their
     # times are summed. CPU time (this process) is reported beside wall time.
-    eng, lit, ref = [], [], []
-    t_eng = c_eng = t_ref = c_ref = t_lit = 0.0
+    eng, lit, ref, b16 = [], [], [], []
+    t_eng = c_eng = t_ref = c_ref = t_lit = t_b16 = 0.0
     size = -(-len(reqs) // args.rounds)
     for k, s in enumerate(range(0, len(reqs), size)):
         part = reqs[s : s + size]
-        turns = ("engine", "literal", "reference")
+        turns = ("engine", "bf16", "literal", "reference")
         for who in (turns if k % 2 == 0 else turns[::-1]):
             t0, c0 = time.perf_counter(), time.process_time()
             if who == "engine":
                 eng += scorer.distributions(part)
                 t_eng += time.perf_counter() - t0
                 c_eng += time.process_time() - c0
+            elif who == "bf16":
+                b16 += bf16.distributions(part)
+                t_b16 += time.perf_counter() - t0
             elif who == "literal":
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # prefix options: that is the point of "whole"
@@ -187,6 +206,9 @@ def main(argv=None) -> int:
     both = [(e, r) for e, r in zip(lit, ref, strict=True) if r is not None]
     max_diff = max(float(np.abs(e - r).max()) for e, r in both) if both else float("nan")
     whole_vs_literal = max(float(np.abs(e - r).max()) for e, r in zip(eng, lit, strict=True))
+    s32, s16 = cell_scores(eng, cells), cell_scores(b16, cells)
+    gran = np.array([c.persona.granularity for c in cells])
+    by_g = {int(g): 100 * float(s16[gran == g].mean() - s32[gran == g].mean()) for g in sorted(set(gran))}
     lens = [len(scorer.encode_prompt(r.prompt)) for r in reqs]
     body, head = model_flops_per_token(model)
     useful = np.mean([body * n + head + attention_flops(model.config, n) for n in lens])
@@ -196,6 +218,13 @@ def main(argv=None) -> int:
         "engine_pps": len(reqs) / t_eng,
         "reference_pps": len(reqs) / t_ref,
         "ratio": t_ref / t_eng,
+        "bf16_pps": len(reqs) / t_b16,
+        "bf16_ratio": t_ref / t_b16,
+        "bf16_speedup_vs_fp32_engine": t_eng / t_b16,
+        "bf16_mean_abs_dS": float(np.abs(s16 - s32).mean()),
+        "bf16_max_abs_dS": float(np.abs(s16 - s32).max()),
+        "bf16_max_abs_dp": max(float(np.abs(a - b).max()) for a, b in zip(eng, b16, strict=True)),
+        "bf16_dS_x100_by_granularity": by_g,
         "literal_pps": len(reqs) / t_lit,
         "literal_ratio": t_ref / t_lit,
         "max_abs_diff_whole_vs_literal": whole_vs_literal,
@@ -229,6 +258,11 @@ def main(argv=None) -> int:
               f"mean {res['mean_prompt_tokens']:.0f} tokens, batch size {args.batch_size}, "
               f"{res['threads']} threads, load avg {load_before[0]:.2f} -> {res['load_avg_after']:.2f}")
         print(f"engine     {res['engine_pps']:7.2f} prompts/s (whole answers, the default)")
+        print(f"bf16       {res['bf16_pps']:7.2f} prompts/s (mixed bf16, whole answers; "
+              f"{res['bf16_ratio']:.2f}x the reference, {res['bf16_speedup_vs_fp32_engine']:.2f}x the fp32 engine)")
+        print(f"bf16 vs fp32 engine: mean per-cell |dS| {res['bf16_mean_abs_dS']:.5f} "
+              f"(max {res['bf16_max_abs_dS']:.4f}), max |dp| {res['bf16_max_abs_dp']:.4f}; "
+              "dS x100 by G: " + ", ".join(f"G{g} {d:+.3f}" for g, d in by_g.items()))
         print(f"literal    {res['literal_pps']:7.2f} prompts/s (literal Eq. 2; "
               f"{res['literal_ratio']:.2f}x the reference)")
         print(f"reference  {res['reference_pps']:7.2f} prompts/s")

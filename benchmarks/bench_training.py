@@ -33,7 +33,9 @@ import torch
 
 
 def reference_log_probs(model, scorer, requests) -> list[torch.Tensor]:
-    """Plain Eq. 2-3: one padded forward of K (prompt + option) rows per request, full logits."""
+    """Plain Eq. 2-3: one padded forward of K (prompt + option) rows per request, full logits; in
+    the default "whole" scoring mode, plus log(1 - P(next token continues the option)) read from
+    the logits after the option's last token (the continuation sets are the scorer's)."""
     device = next(model.parameters()).device
     out = []
     for r in requests:
@@ -46,20 +48,30 @@ def reference_log_probs(model, scorer, requests) -> list[torch.Tensor]:
         for i, x in enumerate(rows):  # right padding: prompts align at position 0
             ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
+        whole = scorer.mode == "whole"
+        if whole:  # one more position: the token after the option
+            ids = torch.cat([ids, torch.full((len(rows), 1), scorer.pad_id, dtype=torch.long)], 1)
+            mask = torch.cat([mask, torch.zeros((len(rows), 1), dtype=torch.long)], 1)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         lls = []
         for i, o in enumerate(options):
-            pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(o), device=device)
+            pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(o) + whole, device=device)
             logp = torch.log_softmax(logits[i, pos].float(), dim=-1)
-            lls.append(logp[torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum())
+            ll = logp[torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum()
+            cont = scorer.continuation_ids(r.options[i], r.options).to(device)
+            if whole and cont.numel():
+                ll = ll + torch.log1p(-logp[len(o), cont].exp().sum())
+            lls.append(ll)
         ll = torch.stack(lls)
+        if r.scale is not None:  # Eq. 3 over the substantive options
+            ll = ll[list(r.scale)]
         out.append(ll - torch.logsumexp(ll, dim=0))
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", help="survey tables (default: ../shared/data/surveys)")
+    ap.add_argument("--data", help="survey tables (default: $ACEALIGN_DATA, else the shipped copy)")
     ap.add_argument("--split", help="split JSON (default: a question split, seed 0, made here)")
     ap.add_argument("--countries", default="egypt", help="comma-separated countries (egypt)")
     ap.add_argument("--pairs", type=int, default=24, help="training pairs, seeded sample (24)")
@@ -96,16 +108,22 @@ def main(argv=None) -> int:
         split.train_questions = [q for q in split.train_questions
                                  if data.questions[q].n_options <= args.max_options]
     pairs = T.training_pairs(data, split, cfg)
-    base, tok = load_model(args.model)
+    base, tok = load_model(args.model, dtype="float32")
     torch.manual_seed(args.seed)
     trainer_model = T.add_lora(base, cfg)
     ref_model = copy.deepcopy(trainer_model)  # same LoRA init
-    for m in (trainer_model, ref_model):
+    bf16_base, _ = load_model(args.model, dtype="bfloat16")  # mixed bf16 (acealign.precision)
+    torch.manual_seed(args.seed)
+    bf16_model = T.add_lora(bf16_base, cfg)  # same seed, same LoRA init
+    for m in (trainer_model, ref_model, bf16_model):
         m.train()
-    scorer = OptionScorer(trainer_model, tok, batch_size=16)
-    ref_tok = OptionScorer(ref_model, tok)  # tokenization helpers only
+    mode = cfg["train"]["scoring_mode"]
+    scorer = OptionScorer(trainer_model, tok, batch_size=16, mode=mode)
+    bf16_scorer = OptionScorer(bf16_model, tok, batch_size=16, mode=mode)
+    ref_tok = OptionScorer(ref_model, tok, mode=mode)  # tokenization helpers and continuation sets
     opt_t = torch.optim.AdamW([p for p in trainer_model.parameters() if p.requires_grad], lr=2e-5)
     opt_r = torch.optim.AdamW([p for p in ref_model.parameters() if p.requires_grad], lr=2e-5)
+    opt_b = torch.optim.AdamW([p for p in bf16_model.parameters() if p.requires_grad], lr=2e-5)
     weights = {"anchor": 1.0, "causal": 1.0}
 
     requests = T.make_requests(data, [(p.s1, p.question_key) for p in pairs]
@@ -115,7 +133,8 @@ def main(argv=None) -> int:
                           T.question_groups(pairs) if args.group_by_question else None)
     batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
 
-    times = {"trainer": 0.0, "reference": 0.0}
+    times = {"trainer": 0.0, "reference": 0.0, "bf16": 0.0}
+    bf16_first = None
     first_losses = None
     unique_ends = 0
     for b, mb in enumerate(batches):
@@ -127,6 +146,14 @@ def main(argv=None) -> int:
         opt_t.zero_grad(set_to_none=True)
         times["trainer"] += time.perf_counter() - t0
         unique_ends += len({req1[i] for i in mb} | {req0[i] for i in mb})
+
+        t0 = time.perf_counter()
+        loss_b, _ = T.batch_loss(mp, [req1[i] for i in mb], [req0[i] for i in mb], weights, bf16_scorer)
+        loss_b.backward()
+        opt_b.step()
+        opt_b.zero_grad(set_to_none=True)
+        times["bf16"] += time.perf_counter() - t0
+        bf16_first = loss_b.item() if bf16_first is None else bf16_first
 
         t0 = time.perf_counter()
         # Pair by pair (the batch loss is the mean of the per-pair losses, so the gradient is
@@ -144,7 +171,7 @@ def main(argv=None) -> int:
         times["reference"] += time.perf_counter() - t0
         if first_losses is None:
             first_losses = (loss_t.item(), loss_r)
-        print(f"batch {b + 1}/{len(batches)}: trainer {times['trainer']:.1f}s, "
+        print(f"batch {b + 1}/{len(batches)}: trainer {times['trainer']:.1f}s, bf16 {times['bf16']:.1f}s, "
               f"reference {times['reference']:.1f}s (cumulative)", file=sys.stderr, flush=True)
 
     n = len(pairs)
@@ -157,7 +184,10 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "trainer_pairs_per_s": n / times["trainer"], "reference_pairs_per_s": n / times["reference"],
         "speedup": times["reference"] / times["trainer"],
-        "first_batch_loss": {"trainer": first_losses[0], "reference": first_losses[1]},
+        "scoring_mode": mode,
+        "bf16_pairs_per_s": n / times["bf16"], "bf16_speedup": times["reference"] / times["bf16"],
+        "bf16_vs_fp32_trainer": times["trainer"] / times["bf16"],
+        "first_batch_loss": {"trainer": first_losses[0], "reference": first_losses[1], "bf16": bf16_first},
     }
     if abs(first_losses[0] - first_losses[1]) > 1e-3 * max(1.0, abs(first_losses[1])):
         print(f"losses disagree: {first_losses}", file=sys.stderr)
@@ -171,6 +201,9 @@ def main(argv=None) -> int:
               f"({result['prompts_per_pair_trainer']} prompt passes per pair)")
         print(f"reference: {result['reference_pairs_per_s']:.3f} pairs/s (2 ends x K option rows, full logits)")
         print(f"speedup:   {result['speedup']:.2f}x")
+        print(f"bf16:      {result['bf16_pairs_per_s']:.3f} pairs/s, {result['bf16_speedup']:.2f}x the reference, "
+              f"{result['bf16_vs_fp32_trainer']:.2f}x the fp32 trainer (first-batch loss "
+              f"{bf16_first:.4f} vs {first_losses[0]:.4f})")
     return 0
 
 

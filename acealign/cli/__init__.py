@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"acealign {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' own warnings, log lines and progress bars "
+                        "(weight loading, deprecations)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -55,6 +58,12 @@ def add_data_option(p: argparse.ArgumentParser) -> None:
 # acealign.scoring.SCORING_MODES, repeated so that building the parser does not import torch
 # (tests/test_guards.py checks that they agree).
 SCORING_MODES = ("whole", "literal")
+
+
+# Kept here (not imported from acealign.precision) so that building the parser imports no torch.
+DTYPE_HELP = ("weight precision: auto (default) = bf16 matmuls with fp32 residual stream, norms and LM "
+              "head where the CPU (avx512_bf16/AMX) or GPU supports bf16, else float32; bfloat16 "
+              "forces that mixed scheme; float16 casts the whole model (GPU)")
 
 
 def add_scoring_mode_option(p: argparse.ArgumentParser, default: str | None = "whole") -> None:
@@ -115,9 +124,32 @@ def _numeric(s: str) -> bool:
         return False
 
 
+# Libraries whose warnings and progress bars a normal run hides (shown with -v).
+QUIET_LIBRARIES = r"(transformers|peft|accelerate|torch|huggingface_hub|tokenizers)(\.|$)"
+
+
+def quiet_libraries() -> None:
+    """Hide the libraries' deprecation warnings, advisory log lines and per-tensor progress bars,
+    so a run prints one progress display and its stage lines. acealign's own warnings stay."""
+    import warnings
+
+    # read by transformers / huggingface_hub when they are imported (commands import them lazily)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module=QUIET_LIBRARIES)
+    if "transformers" in sys.modules:  # already imported (library use, tests)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_path
-from . import UsageError, add_data_option, add_json_option, add_scoring_mode_option, print_json
+from . import (
+    DTYPE_HELP,
+    UsageError,
+    add_data_option,
+    add_json_option,
+    add_scoring_mode_option,
+    print_json,
+)
 
 
 def register(sub) -> None:
@@ -58,7 +65,8 @@ def _add_model_options(p) -> None:
                    help="'default' (SmolLM2-135M-Instruct, bundled GGUF), a .gguf file, an HF id or a directory")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (peft) on top of --model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help=DTYPE_HELP)
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
