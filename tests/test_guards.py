@@ -210,7 +210,8 @@ def test_run_refuses_a_training_run_made_with_another_config(tmp_path, tiny_data
     monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained"))
     monkeypatch.setattr(pipeline, "_fresh", lambda *a, **k: pytest.fail("model loaded"))
     out = tmp_path / "run"
-    kw = dict(model=str(fake_model_dir(tmp_path / "m")), data_dir=tiny_data_dir, progress=False)
+    kw = dict(model=str(fake_model_dir(tmp_path / "m")), data_dir=tiny_data_dir, progress=False,
+              dtype="float32")
     run_dir = out / "train" / "anchor"
     (run_dir / "adapter").mkdir(parents=True)
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
@@ -276,7 +277,10 @@ def test_eval_uses_the_adapters_template_and_its_content(tmp_path, tiny_data, ti
     meta = json.loads((out / "ace" / "eval.json").read_text())
     fp = meta["fingerprint"]
     assert meta["prompt"] == fp["template"] == meta["trained_template"] == "anthropological"
-    assert fp["model"] == str(model_dir.resolve()) and fp["scoring_mode"] == "whole" and fp["dtype"] == "float32"
+    assert fp["model"] == str(model_dir.resolve()) and fp["scoring_mode"] == "whole"
+    from acealign.precision import precision_name
+
+    assert fp["dtype"] == precision_name("auto")  # the CLI default: bf16 matmuls where the CPU has them
     assert fp["adapter"] == F.adapter_digest(run / "adapter")
     assert fp["split"] == F.split_digest(Split.load(tmp_path / "s.json"))
     # Same command: reused (nothing to score). Another scoring mode: refused, named.

@@ -21,9 +21,21 @@ def test_load_local_directory(tiny_dir):
     assert tok.chat_template  # the chat template is saved and reloaded with the tokenizer
 
 
-def test_bfloat16(tiny_dir):
+def test_bfloat16_is_the_mixed_scheme(tiny_dir, monkeypatch):
+    from acealign import precision
+
     model, _ = models.load_model(str(tiny_dir[0]), dtype="bfloat16")
-    assert next(model.parameters()).dtype == torch.bfloat16
+    # block matmuls in bf16; embeddings, norms and the LM head stay fp32 (acealign.precision)
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.lm_head.weight.dtype == torch.float32
+    assert precision.model_precision(model) == "mixed-bf16"
+    # auto: mixed bf16 only where the CPU runs bf16 matmuls natively
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda cpuinfo=None: False)
+    model, _ = models.load_model(str(tiny_dir[0]), dtype="auto")
+    assert precision.model_precision(model) == "float32"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda cpuinfo=None: True)
+    model, _ = models.load_model(str(tiny_dir[0]), dtype="auto")
+    assert precision.model_precision(model) == "mixed-bf16"
 
 
 def test_lora_adapter_is_applied(tiny_dir, tmp_path):

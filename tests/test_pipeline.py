@@ -102,3 +102,28 @@ def test_unknown_countries_and_methods_are_errors(tmp_path, tiny_data_dir):
     with pytest.raises(ValueError, match="unknown method"):
         run_pipeline(tmp_path / "b", tiny_profile(), methods=["sft"], data_dir=tiny_data_dir)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(tiny_data, monkeypatch):
+    import acealign.pipeline as P
+    from acealign.evaluate import evaluation_cells
+    from acealign.splits import make_question_split
+    from acealign.train import resolve_config, training_pairs
+
+    monkeypatch.setattr(P, "CALIBRATION", {
+        "score_cell": {("persona-first", "float32"): 0.5, ("question-first", "float32"): 0.25},
+        "train_pair_epoch": {"float32": 2.0},
+        "per_method_overhead_s": 10.0,
+    })
+    prof = tiny_profile()
+    split = make_question_split(tiny_data, eval_frac=prof.eval_frac, seed=0, heldout=prof.heldout)
+    est = P.estimate_wall_time(prof, tiny_data, split, "mixed-bf16")  # uncalibrated: as float32
+    cells = len(evaluation_cells(tiny_data, split, prof.granularities, prof.min_n))
+    cfg = resolve_config(None, [f"{k}={json.dumps(v)}" for k, v in prof.train.items()])
+    pairs = len(training_pairs(tiny_data, split, cfg))
+    assert est["cells"] == cells and est["pairs"] == pairs == 8 and est["precision"] == "float32"
+    # base + anthropological + 2 trained methods scored; 2 training runs of 2 epochs
+    assert est["scored_methods"] == 4 and est["training_runs"] == 2
+    assert est["total_s"] == pytest.approx(cells * 4 * 0.5 + 8 * 2 * 2 * 2.0 + (4 + 2) * 10.0)
+    qf = P.estimate_wall_time(tiny_profile(template="paper-question-first"), tiny_data, split, "float32")
+    assert qf["score_s"] == pytest.approx(cells * 4 * 0.25)

@@ -50,6 +50,7 @@ MANIFEST_FIELDS = {
     "seed": "seed",
     "device": "device",
     "scoring_mode": "option scoring (whole answers | literal Eq. 2)",
+    "adapters": "how adapters are trained",
     "dtype": "weight precision",
     "wall_time_s": "wall time of the run (s)",
     "peak_memory_mb": "peak resident memory (MiB)",
@@ -209,6 +210,8 @@ def _slice_table(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "method": m,
             "country": c,
+            # the survey behind the country's questions (resource tiers differ in survey too)
+            "survey": ", ".join(sorted(part["dataset"].unique())),
             "eval_questions": ev["question_key"].nunique(),
             "topics": ev["topic"].nunique(),
             **{f"cells_g{g}": int((ev["granularity"] == g).sum()) for g in (1, 2, 3, 4)},
