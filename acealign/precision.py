@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
@@ -40,7 +40,8 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     """``auto`` -> ``bfloat16`` (mixed, see module docstring) on bf16-capable hardware, else
-    ``float32``; other names pass through after validation."""
+    ``float32``; other names pass through after validation (``float16`` casts the whole model,
+    for GPUs)."""
     if dtype not in DTYPE_CHOICES:
         raise ValueError(f"unknown dtype {dtype!r} (expected one of {', '.join(DTYPE_CHOICES)})")
     if dtype != "auto":
@@ -76,15 +77,27 @@ def apply_mixed_bf16(model) -> int:
     import torch
 
     head = model.get_output_embeddings()
+    embed = model.get_input_embeddings().weight
     n = 0
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module is not head:
+        # the LM head stays fp32, also when it is only recognisable by its tied weight
+        if isinstance(module, torch.nn.Linear) and module is not head and module.weight is not embed:
             module.to(torch.bfloat16)
             module.register_forward_pre_hook(_to_bf16_input, with_kwargs=True)
             module.register_forward_hook(_fp32_output)
             n += 1
     if n == 0:
         raise ValueError(f"{type(model).__name__}: no linear layers to run in bf16")
+    # Weights loaded from safetensors are views of the memory-mapped file: while any of them (the
+    # fp32 embeddings, norms, head) still points into it, the whole file's pages stay resident
+    # beside the new bf16 copies. Owned copies let the mapping go.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype == torch.float32:
+                p.data = p.data.clone()
+        for b in model.buffers():
+            if b.dtype == torch.float32:
+                b.data = b.data.clone()
     model.config.acealign_precision = "mixed-bf16"
     return n
 

@@ -67,16 +67,15 @@ def option_log_likelihood(token_log_probs: torch.Tensor) -> torch.Tensor:
     return token_log_probs.sum(-1)
 
 
-def answer_log_likelihood(token_log_probs: torch.Tensor, continue_log_prob: torch.Tensor) -> torch.Tensor:
+def answer_log_likelihood(token_log_probs: torch.Tensor, stop_log_prob: torch.Tensor) -> torch.Tensor:
     """Eq. 2 for the *whole* answer: l(y) + log(1 - P(next token continues y | prompt, y)).
 
-    ``continue_log_prob`` is log P(next token is in y's continuation set), e.g. a digit after a
-    number. With it, p("1") no longer contains p("10"), p("11"), ...; with ``-inf`` this is Eq. 2.
+    ``stop_log_prob`` is log(1 - P(next token continues y)) = log P(next token is *not* in y's
+    continuation set, e.g. not a digit after a number), computed by the caller as the logsumexp of
+    the log-probabilities outside the set (exact, also when the continuation mass is near 1). With
+    it, p("1") no longer contains p("10"), p("11"), ...; with 0 this is Eq. 2.
     """
-    # log(1 - exp(c)), stable for c near 0 (log1p(-exp(c)) loses precision there).
-    c = continue_log_prob.clamp(max=-1e-7)
-    boundary = torch.where(c > -0.6931, torch.log(-torch.expm1(c)), torch.log1p(-torch.exp(c)))
-    return option_log_likelihood(token_log_probs) + boundary
+    return option_log_likelihood(token_log_probs) + stop_log_prob
 
 
 def renormalize(log_likelihoods: torch.Tensor) -> torch.Tensor:
@@ -240,6 +239,11 @@ class OptionScorer:
             n = len(self.tokenizer)
             special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
             texts = self.tokenizer.batch_decode([[i] for i in range(n)])
+            # SentencePiece drops a token's leading "\u2581" (space) when it is decoded alone: "\u25810"
+            # would read as "0", a continuation; put the space back from the raw token.
+            raw = self.tokenizer.convert_ids_to_tokens(list(range(n)))
+            texts = [" " + t if isinstance(r, str) and r.startswith("\u2581") and not t.startswith(" ")
+                     else t for t, r in zip(texts, raw, strict=True)]
             self._token_texts = ["" if i in special else t for i, t in enumerate(texts)]
         return self._token_texts
 
@@ -441,7 +445,8 @@ class OptionScorer:
                     c = cont[k].to(dev)
                     if c.numel():
                         end = node_lp[b, node_of[o]]
-                        lls.append(answer_log_likelihood(tok_lp, torch.logsumexp(end[c], dim=-1)))
+                        stop = torch.logsumexp(end.index_fill(0, c, float("-inf")), dim=-1)
+                        lls.append(answer_log_likelihood(tok_lp, stop))
                         continue
                 lls.append(option_log_likelihood(tok_lp))
             results.append(torch.stack(lls))
@@ -465,7 +470,12 @@ class OptionScorer:
             for j in range(len(nodes), T):  # padding nodes see only themselves (no empty rows)
                 allowed[b, 0, j, P + j] = True
         mask4 = allowed
-        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+        impl = getattr(self.model.config, "_attn_implementation", "sdpa")
+        if impl not in ("sdpa", "eager"):
+            # flash / flex attention do not take an arbitrary 4-D mask: the tree would be wrong
+            raise ValueError(f"option scoring needs sdpa or eager attention (the model uses {impl!r}): "
+                             "load it with attn_implementation='sdpa'")
+        if impl == "eager":
             # eager attention adds the mask to its scores: an additive float mask
             dtype = self.model.get_input_embeddings().weight.dtype
             mask4 = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)

@@ -105,12 +105,25 @@ def test_engine_matches_manual_eq2_eq3(tiny, batch_size, prefix_sharing, mode):
 
 def test_whole_answer_term_by_hand():
     # p(tokens) = 0.5, P(next continues) = 0.25 -> log 0.5 + log 0.75
-    got = answer_log_likelihood(torch.tensor([math.log(0.5)]), torch.tensor(math.log(0.25)))
+    got = answer_log_likelihood(torch.tensor([math.log(0.5)]), torch.tensor(math.log(0.75)))
     assert got.item() == pytest.approx(math.log(0.375))
-    # no continuation mass (-inf) is Eq. 2 itself; mass near 1 stays finite and very negative
-    assert answer_log_likelihood(torch.tensor([-1.0]), torch.tensor(-math.inf)).item() == pytest.approx(-1.0)
-    assert answer_log_likelihood(torch.tensor([0.0]), torch.tensor(-1e-6)).item() == pytest.approx(
-        math.log(1e-6), rel=1e-3)
+    # nothing continues (stop log-prob 0) is Eq. 2 itself
+    assert answer_log_likelihood(torch.tensor([-1.0]), torch.tensor(0.0)).item() == pytest.approx(-1.0)
+
+
+def test_whole_answer_on_a_uniform_model_by_hand():
+    # All logits equal: p("1") = 1/V, and the next token continues "1" with P = 10/V (the ten
+    # digit tokens of the character vocabulary), so l("1") = log(1/V) + log(1 - 10/V). The engine
+    # sums the mass outside the continuation set, which stays exact even when it is tiny.
+    model, tok = tiny_model_and_tokenizer(seed=0)
+    scorer = OptionScorer(model, tok)
+    digits = scorer.continuation_ids("1", ("1", "2"))
+    assert len(digits) == 10
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    V = model.config.vocab_size
+    lp = scorer.log_likelihoods([ScoringRequest("Pick: ", ("1", "2"))])[0]
+    assert lp[0].item() == pytest.approx(math.log(1 / V) + math.log(1 - len(digits) / V), rel=1e-6)
 
 
 def test_continuation_sets():
@@ -277,3 +290,26 @@ def test_batch_plan_keeps_prefix_groups_together(tiny):
     flat = [[3] * n for n in (5, 50, 6, 51)]
     plan = OptionScorer(model, tok, batch_size=2).plan_batches(flat)
     assert sorted(sorted(x) for x in plan) == [[0, 2], [1, 3]]
+
+
+def test_sentencepiece_space_tokens_do_not_continue_a_number(tiny):
+    # SentencePiece decodes "▁0" alone as "0": without the raw token it would count as a digit
+    # continuing "1", though "1 0" is "1" followed by another word.
+    model, _ = tiny
+
+    class SPStub:
+        pad_token_id, eos_token_id, all_special_ids = 0, 1, [0, 1]
+        raw = ["<pad>", "</s>", "\u25810", "0", "\u2581and"]
+
+        def __len__(self):
+            return len(self.raw)
+
+        def convert_ids_to_tokens(self, ids):
+            return [self.raw[i] for i in ids]
+
+        def batch_decode(self, seqs):
+            return [self.raw[s[0]].replace("\u2581", "") for s in seqs]
+
+    scorer = OptionScorer(model, SPStub())
+    assert scorer.token_texts() == ["", "", " 0", "0", " and"]
+    assert scorer.continuation_ids("1", ("1", "2")).tolist() == [3]

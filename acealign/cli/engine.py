@@ -221,6 +221,7 @@ def cmd_score(args) -> int:
     from ..fingerprint import adapter_digest, describe_differences, differences
     from ..models import check_model, load_model
     from ..personas import eligible_cells
+    from ..precision import precision_name
     from ..prompts import get_template
     from ..scoring import OptionScorer, predict_cells
     from ..survey import load_survey
@@ -236,7 +237,8 @@ def cmd_score(args) -> int:
     out = Path(args.out)
     # What determines the scores: an adapter by its content, not its path.
     run = {"model": args.model, "adapter": args.adapter, "adapter_digest": adapter_digest(args.adapter),
-           "template": args.template, "plain": bool(args.plain), "dtype": args.dtype,
+           "template": args.template, "plain": bool(args.plain),
+           "dtype": precision_name(args.dtype, args.device),
            "scoring_mode": args.scoring_mode}
     existing, runs = (None, {})
     if out.is_file():
