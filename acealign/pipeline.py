@@ -127,8 +127,8 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-# Seconds per unit of work on the 2-core CPU this project is developed on (AMD EPYC with
-# avx512_bf16/AMX), measured in `acealign run --profile quick` runs: scoring one evaluation cell
+# Seconds per unit of work on the 2-core CPU this project is developed on (an Intel Xeon with
+# AVX512-BF16 and AMX), measured in `acealign run --profile quick` runs: scoring one evaluation cell
 # (question-first prompts share a question's prefix; persona-first ones share little), and one
 # training pair for one epoch (both ends, forward and backward). Other machines differ: the
 # estimate says so.
