@@ -51,3 +51,20 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj, indent: int = 1, default=None) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=default) + "\n")
+
+
+def read_json_object(path, what: str = "a JSON object") -> dict | None:
+    """The JSON object saved in ``path``, or None when there is no such file; malformed JSON or
+    another JSON value is a one-line DataError naming the file."""
+    from .survey import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON ({e.msg})", path, e.lineno) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected {what}", path)
+    return obj

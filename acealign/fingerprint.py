@@ -22,6 +22,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from .fileio import read_json_object
 from .survey import DataError
 
 FINGERPRINT_NAME = "fingerprint.json"
@@ -142,16 +143,7 @@ def require_same(saved: dict | None, now: dict, *, what: str, path, fresh: str) 
 
 def read_fingerprint(path) -> dict | None:
     """The fingerprint saved in ``path`` (a JSON object), or None if there is none."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e.msg})", path, e.lineno) from None
-    if not isinstance(obj, dict):
-        raise DataError("not a fingerprint (expected a JSON object)", path)
-    return obj
+    return read_json_object(path, "a fingerprint (a JSON object)")
 
 
 class _Missing:

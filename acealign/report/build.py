@@ -29,6 +29,7 @@ from ..analyses.common import (
     method_order,
     validate_predictions,
 )
+from ..fileio import read_json_object
 from ..survey import DataError
 from . import figures as F
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_table
@@ -105,16 +106,7 @@ def load_predictions(paths) -> pd.DataFrame:
 
 
 def read_manifest(run_dir) -> dict | None:
-    path = Path(run_dir) / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e.msg})", path, e.lineno) from None
-    if not isinstance(obj, dict):
-        raise DataError("expected a JSON object", path)
-    return obj
+    return read_json_object(Path(run_dir) / MANIFEST)
 
 
 def update_manifest(run_dir, **fields) -> dict:
