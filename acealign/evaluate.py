@@ -42,6 +42,7 @@ import pandas as pd
 
 from . import metrics
 from .analyses.common import REFERENCE_METHODS, with_scores
+from .fileio import read_json_object
 from .fingerprint import adapter_digest, data_digest, require_same, split_digest
 from .personas import DEFAULT_MIN_N, EligibleCell, eligible_cells
 from .report.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -218,15 +219,12 @@ def write_references(
 def adapter_run_config(adapter) -> dict | None:
     """The training config of the run an adapter comes from (``RUN/config.json`` beside
     ``RUN/adapter`` or ``RUN/epoch-K``), or None when there is none."""
-    path = Path(adapter) / ".." / RUN_CONFIG
-    if not path.is_file():
+    path = (Path(adapter) / ".." / RUN_CONFIG).resolve()
+    cfg = read_json_object(path, "an acealign training config (a JSON object)")
+    if cfg is None:
         return None
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e.msg})", path.resolve(), e.lineno) from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or "template" not in cfg["model"]:
-        raise DataError("not an acealign training config (no model.template)", path.resolve())
+    if not isinstance(cfg.get("model"), dict) or "template" not in cfg["model"]:
+        raise DataError("not an acealign training config (no model.template)", path)
     return cfg
 
 

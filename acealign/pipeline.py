@@ -150,8 +150,7 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
     kind = "question-first" if "question-first" in prof.template else "persona-first"
     cells = len(evaluation_cells(data, split, prof.granularities, prof.min_n))
     scored = 1 + len(prof.prompt_baselines) + len(prof.methods) * len(prof.seeds)
-    overrides = [f"{k}={_toml(v)}" for k, v in prof.train.items()] + [f"data.min_n={prof.min_n}"]
-    cfg = resolve_config(None, overrides)
+    cfg = resolve_config(None, _profile_overrides(prof))
     pairs = len(training_pairs(data, split, cfg)) if prof.methods else 0
     epochs = cfg["train"]["epochs"]
     runs = len(prof.methods) * len(prof.seeds)
@@ -311,9 +310,7 @@ def run_pipeline(
             adapters.append((name, adapter))
             overrides = [f"method={_toml(method)}", f"seed={seed}", f"model.name={_toml(model)}",
                          f"model.template={_toml(prof.template)}",
-                         f"model.dtype={_toml(resolve_dtype(dtype, device))}", f"data.min_n={prof.min_n}",
-                         f"train.scoring_mode={_toml(prof.scoring_mode)}"]
-            overrides += [f"{k}={_toml(v)}" for k, v in prof.train.items()]
+                         f"model.dtype={_toml(resolve_dtype(dtype, device))}", *_profile_overrides(prof)]
             cfg = resolve_config(None, overrides)
             cfg["data"]["split"] = str(split_path.resolve())
             # A run folder with anything in it is reused only for the same config, split and data.
@@ -374,6 +371,12 @@ def _fresh(model: str, device: str, dtype: str):
     from .models import load_model
 
     return load_model(model, device=device, dtype=dtype)
+
+
+def _profile_overrides(prof: Profile) -> list[str]:
+    """The training-config overrides a profile sets for every method it trains."""
+    return [f"data.min_n={prof.min_n}", f"train.scoring_mode={_toml(prof.scoring_mode)}",
+            *(f"{k}={_toml(v)}" for k, v in prof.train.items())]
 
 
 def _toml(v) -> str:

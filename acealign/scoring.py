@@ -166,6 +166,12 @@ def option_tree(options: Sequence[tuple[int, ...]], whole: bool) -> list[tuple[i
     return sorted(nodes, key=lambda p: (len(p), p))
 
 
+def _returned_cache(out):
+    """The KV cache a forward pass returned (``cache`` in newer transformers, else
+    ``past_key_values``); see :meth:`OptionScorer._cache_kw`."""
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 # Fixed cost of one forward pass, in token-equivalents: a pass runs ~15 ops per layer whatever
 # its size, and small matmuls run far below peak on CPU, so tiny batches and short shared
 # prefixes do not pay off.
@@ -406,7 +412,7 @@ class OptionScorer:
             ids = torch.tensor([prompts[0][:L]], device=dev)
             out = self.model(input_ids=ids, position_ids=torch.arange(L, device=dev)[None],
                              use_cache=True, logits_to_keep=1)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = _returned_cache(out)
             cache.batch_repeat_interleave(B)
         # Suffixes, left-padded so every prompt ends at the last column; padding sits between the
         # shared prefix and the suffix, masked out, with explicit position ids.
@@ -428,8 +434,7 @@ class OptionScorer:
         trees = [option_tree(opts, whole) for _, opts, _ in encoded]
         node_lp = None
         if any(trees):
-            cache = getattr(out, "cache", None) or out.past_key_values
-            node_lp = self._tree_pass(cache, mask, lens, trees, dev)  # (B, T, V)
+            node_lp = self._tree_pass(_returned_cache(out), mask, lens, trees, dev)  # (B, T, V)
 
         results = []
         for b, (_, opts, cont) in enumerate(encoded):
@@ -498,7 +503,7 @@ def question_request(prompt: str, question) -> ScoringRequest:
     :func:`acealign.prompts.option_verbalizations`), renormalized over its substantive options."""
     from .prompts import option_verbalizations
 
-    scale = tuple(getattr(question, "scale_indices", range(question.n_options)))
+    scale = question.scale_indices
     return ScoringRequest(prompt, tuple(option_verbalizations(question)),
                           None if len(scale) == question.n_options else scale)
 

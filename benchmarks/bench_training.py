@@ -137,22 +137,21 @@ def main(argv=None) -> int:
     bf16_first = None
     first_losses = None
     unique_ends = 0
+    def engine_step(name, mp, mb, step_scorer, optimizer):
+        """One optimizer step of the trainer's engine (fp32 or bf16), timed into ``times``."""
+        t0 = time.perf_counter()
+        loss, _ = T.batch_loss(mp, [req1[i] for i in mb], [req0[i] for i in mb], weights, step_scorer)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times[name] += time.perf_counter() - t0
+        return loss
+
     for b, mb in enumerate(batches):
         mp = [pairs[i] for i in mb]
-        t0 = time.perf_counter()
-        loss_t, _ = T.batch_loss(mp, [req1[i] for i in mb], [req0[i] for i in mb], weights, scorer)
-        loss_t.backward()
-        opt_t.step()
-        opt_t.zero_grad(set_to_none=True)
-        times["trainer"] += time.perf_counter() - t0
+        loss_t = engine_step("trainer", mp, mb, scorer, opt_t)
         unique_ends += len({req1[i] for i in mb} | {req0[i] for i in mb})
-
-        t0 = time.perf_counter()
-        loss_b, _ = T.batch_loss(mp, [req1[i] for i in mb], [req0[i] for i in mb], weights, bf16_scorer)
-        loss_b.backward()
-        opt_b.step()
-        opt_b.zero_grad(set_to_none=True)
-        times["bf16"] += time.perf_counter() - t0
+        loss_b = engine_step("bf16", mp, mb, bf16_scorer, opt_b)
         bf16_first = loss_b.item() if bf16_first is None else bf16_first
 
         t0 = time.perf_counter()

@@ -29,6 +29,13 @@ def test_cpu_flags():
     assert not cpu_has_bf16("")
 
 
+def test_cli_offers_the_precisions_the_library_knows():
+    from acealign.cli import DTYPE_CHOICES
+    from acealign.precision import DTYPE_CHOICES as LIBRARY
+
+    assert DTYPE_CHOICES == LIBRARY
+
+
 def test_dtype_resolution(monkeypatch):
     import acealign.precision as prec
 

@@ -60,10 +60,16 @@ def add_data_option(p: argparse.ArgumentParser) -> None:
 SCORING_MODES = ("whole", "literal")
 
 
-# Kept here (not imported from acealign.precision) so that building the parser imports no torch.
+# acealign.precision.DTYPE_CHOICES, kept here (not imported) so that building the parser imports
+# no torch (tests/test_precision.py checks that they agree).
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("weight precision: auto (default) = bf16 matmuls with fp32 residual stream, norms and LM "
               "head where the CPU (avx512_bf16/AMX) or GPU supports bf16, else float32; bfloat16 "
               "forces that mixed scheme; float16 casts the whole model (GPU)")
+
+
+def add_dtype_option(p: argparse.ArgumentParser, choices=DTYPE_CHOICES) -> None:
+    p.add_argument("--dtype", default="auto", choices=choices, help=DTYPE_HELP)
 
 
 def add_scoring_mode_option(p: argparse.ArgumentParser, default: str | None = "whole") -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ..fileio import atomic_path
 from . import (
-    DTYPE_HELP,
     UsageError,
     add_data_option,
+    add_dtype_option,
     add_json_option,
     add_scoring_mode_option,
     print_json,
@@ -65,8 +65,7 @@ def _add_model_options(p) -> None:
                    help="'default' (SmolLM2-135M-Instruct, bundled GGUF), a .gguf file, an HF id or a directory")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (peft) on top of --model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help=DTYPE_HELP)
+    add_dtype_option(p)
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import (
-    DTYPE_HELP,
     UsageError,
     add_data_option,
+    add_dtype_option,
     add_json_option,
     add_scoring_mode_option,
     print_json,
@@ -41,8 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--granularity", default="1,2,3,4", metavar="LIST", help="granularities to score (1,2,3,4)")
     p.add_argument("--min-n", type=int, default=10, metavar="N", help="minimum respondents per cell (10)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help=DTYPE_HELP)
+    add_dtype_option(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise-ceiling resample (0)")
     add_json_option(p)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import DTYPE_HELP, add_data_option, add_scoring_mode_option
+from . import add_data_option, add_dtype_option, add_scoring_mode_option
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--methods", metavar="LIST",
                    help=f"trained methods (default: {','.join(TRAINED_METHODS)})")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=DTYPE_HELP)
+    add_dtype_option(p, choices=("auto", "float32", "bfloat16"))
     add_scoring_mode_option(p, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<profile>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
