@@ -107,7 +107,8 @@ def evaluation_cells(
 
 
 def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, preds,
-                      scoring_mode: str | None = None) -> pd.DataFrame:
+                      scoring_mode: str | None = None, estimator: str | None = None,
+                      infos=None) -> pd.DataFrame:
     """The predictions table of ``cells`` (:func:`acealign.scoring.predictions_frame`, i.e.
     PREDICTION_COLUMNS, and ``scoring_mode`` for a model's predictions) plus the split flags
     ``eval_question`` and ``heldout_persona``."""
@@ -115,7 +116,8 @@ def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, pred
 
     if len(preds) != len(cells):
         raise ValueError(f"{len(preds)} predictions for {len(cells)} cells")
-    frame = engine_frame(data, [ec.cell for ec in cells], preds, method, scoring_mode=scoring_mode)
+    frame = engine_frame(data, [ec.cell for ec in cells], preds, method, scoring_mode=scoring_mode,
+                         estimator=estimator, infos=infos)
     frame["eval_question"] = [ec.eval_question for ec in cells]
     frame["heldout_persona"] = [ec.heldout_persona for ec in cells]
     return frame
@@ -274,6 +276,7 @@ def evaluate(
     split_path=None,
     scoring_mode: str = "whole",
     chat: bool | None = None,
+    backend=None,
 ) -> EvalResult:
     """Score the evaluation cells of ``split`` with a model and write ``out_dir/<method>/``.
 
@@ -285,6 +288,8 @@ def evaluate(
     has one. Resumable: cells already scored in an interrupted run are not scored again (the
     engine checkpoints to ``<method>/partial.parquet``), and a finished evaluation with the same
     fingerprint is returned without loading the model; another fingerprint is an error.
+    ``backend``: an :class:`acealign.backends.spec.BackendSpec` (default: the hf engine); its
+    settings join the fingerprint.
     """
     from . import prompts, scoring
 
@@ -299,7 +304,15 @@ def evaluate(
     prompt = "plain" if prompt is None else prompt
     template = PROMPT_ALIASES.get(prompt, prompt)
     template = prompts.get_template(template).name  # unknown template -> ValueError before loading anything
-    if not isinstance(model, tuple):
+    from .backends.spec import BackendSpec
+
+    backend = backend or BackendSpec()
+    if isinstance(model, tuple) and backend.name != "hf":
+        raise ValueError(f"a loaded model is scored by the hf engine, not the {backend.name} backend")
+    if adapter is not None and backend.name == "openai":
+        raise ValueError("an OpenAI-compatible server serves its own adapters: evaluate the name it "
+                         "serves the adapter under as the model")
+    if not isinstance(model, tuple) and backend.name != "openai":
         from .models import check_model
 
         check_model(model)
@@ -312,6 +325,8 @@ def evaluate(
     directory = Path(out_dir) / method
     fingerprint = eval_fingerprint(model, adapter, template, chat, scoring_mode, dtype, data, split,
                                    granularities, min_n, device)
+    if backend.name != "hf":  # its precision is the engine's (or the server's), not acealign's
+        fingerprint.update(backend.settings(), dtype=dtype if backend.name == "vllm" else None)
     settings = {
         "model": _model_name(model),
         "adapter": None if adapter is None else str(Path(adapter).resolve()),
@@ -319,6 +334,7 @@ def evaluate(
         "trained_template": trained,
         "scoring_mode": scoring_mode,
         "dtype": fingerprint["dtype"],
+        **backend.settings(),
         "split": None if split_path is None else str(Path(split_path).resolve()),
         "split_kind": split.kind,
         "data": data.source,
@@ -330,20 +346,19 @@ def evaluate(
     if done is not None:
         return done
     if isinstance(model, tuple):
-        mdl, tok = model
+        scorer = scoring.OptionScorer(*model, batch_size=batch_size, mode=scoring_mode)
     else:
-        from .models import load_model
-
-        mdl, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    scorer = scoring.OptionScorer(mdl, tok, batch_size=batch_size, mode=scoring_mode)
-    preds = scoring.score_cells(
-        mdl, tok, data, [ec.cell for ec in cells], template=template, chat=chat,
-        partial_path=directory / PARTIAL, batch_size=batch_size, progress=progress, scorer=scorer,
+        scorer = backend.build(model, adapter, device=device, dtype=dtype, mode=scoring_mode,
+                               batch_size=batch_size)
+    scored = scoring.score_cells_detailed(
+        None, None, data, [ec.cell for ec in cells], template=template, chat=chat,
+        partial_path=directory / PARTIAL, progress=progress, scorer=scorer,
         fingerprint={"adapter": fingerprint["adapter"], "split": fingerprint["split"],
-                     "data": fingerprint["data"]},
+                     "data": fingerprint["data"], **backend.settings()},
     )
-    result = write_predictions(predictions_frame(data, cells, method, preds, scoring_mode),
-                               directory, settings)
+    frame = predictions_frame(data, cells, method, [s.dist for s in scored], scoring_mode,
+                              estimator=scoring.estimator_label(scorer), infos=[s.info for s in scored])
+    result = write_predictions(frame, directory, settings)
     (directory / PARTIAL).unlink(missing_ok=True)
     return result
 

@@ -210,12 +210,15 @@ def run_pipeline(
     countries=None,
     scoring_mode: str | None = None,
     progress: bool = True,
+    backend=None,
 ) -> dict:
     """Run (or continue) the whole job into ``out``; returns the manifest.
 
     Everything that can be checked before the work starts is, before ``out`` is created: the
     methods, the scoring mode, the model (:func:`acealign.models.check_model`), the data and the
-    countries."""
+    countries. ``backend``: an :class:`acealign.backends.spec.BackendSpec` that scores the
+    evaluation (training stays on the hf engine); default hf."""
+    from .backends.spec import BackendSpec
     from .evaluate import evaluate, write_references
     from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint
     from .models import check_model
@@ -225,7 +228,10 @@ def run_pipeline(
     from .splits import check_split
     from .train import resolve_config, train
 
+    backend = backend or BackendSpec()
     prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if methods is not None and not methods:
+        prof = replace(prof, methods=())
     if methods:
         unknown = [m for m in methods if m not in TRAINED_METHODS]
         if unknown:
@@ -239,6 +245,9 @@ def run_pipeline(
         raise ValueError(f"unknown scoring mode {prof.scoring_mode!r} (choose from {', '.join(SCORING_MODES)})")
     for t in (prof.template, *(t for _, t in prof.prompt_baselines)):
         get_template(t)
+    if backend.name == "openai" and prof.methods:
+        raise ValueError("--backend openai evaluates what the server serves: it cannot score the adapters "
+                         "this run trains; pass --methods none (prompt baselines only), or use --backend vllm")
     out = Path(out)
     t0 = time.perf_counter()
 
@@ -256,7 +265,8 @@ def run_pipeline(
                 data.source,
             )
         data = data.subset(countries=prof.countries)
-    check_model(model)
+    if backend.name != "openai":  # else the server's model name
+        check_model(model)
     out.mkdir(parents=True, exist_ok=True)
 
     split_path = out / "split.json"
@@ -268,6 +278,7 @@ def run_pipeline(
         methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
         seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode,
         dtype=precision_name(dtype, device),
+        scoring_backend=backend.settings() or {"backend": "hf", "estimator": "exact"},
         adapters=("one LoRA adapter per method (and seed), trained on the pooled counterfactual pairs "
                   "of all countries of the slice, as the paper trains one model across countries"),
         slice={
@@ -285,7 +296,7 @@ def run_pipeline(
     )
     _say(f"profile {prof.name}: {', '.join(data.countries)}; {len(split.train_questions)} train / "
          f"{len(split.validation_questions)} validation / {len(split.eval_questions)} eval questions")
-    if not device.startswith("cuda"):
+    if not device.startswith("cuda") and backend.name == "hf":  # calibrated on the hf engine
         est = estimate_wall_time(prof, data, split, precision_name(dtype, device))
         _say(f"estimated wall time ~{est['total_s'] / 60:.0f} min on a 2-core CPU like the one it was "
              f"calibrated on: {est['cells']} cells x {est['scored_methods']} scored methods "
@@ -340,7 +351,7 @@ def run_pipeline(
         evaluate(model, adapter, prompt, data=data, split=split, out_dir=eval_dir,
                  granularities=prof.granularities, min_n=prof.min_n, method_name=name,
                  device=device, dtype=dtype, batch_size=prof.eval_batch_size, progress=progress,
-                 split_path=split_path, scoring_mode=prof.scoring_mode)
+                 split_path=split_path, scoring_mode=prof.scoring_mode, backend=backend)
         _release_memory()
 
     _say("report")

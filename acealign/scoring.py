@@ -46,6 +46,7 @@ from .fileio import atomic_path
 from .precision import model_precision
 
 SCORING_MODES = ("whole", "literal")
+CHAT_ESTIMATORS = ("first-token", "sampling")  # acealign.backends: the server applies its chat template
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class ScoringRequest:
     prompt: str
     options: tuple[str, ...]
     scale: tuple[int, ...] | None = None
+    # The same prompt as chat messages ((role, content), ...), for backends whose server applies
+    # its own chat template (acealign.backends: the chat estimators); the hf engine ignores it.
+    messages: tuple[tuple[str, str], ...] | None = None
 
 
 # -- the paper's formulas ------------------------------------------------------------------------
@@ -95,21 +99,27 @@ def _continues(last: str, text: str) -> bool:
     return False
 
 
+def extension_rests(option: str, others: Sequence[str]) -> list[str]:
+    """What the request's longer options add after ``option`` ("10" after "1" -> "0")."""
+    return [o[len(option):] for o in others if o != option and o.startswith(option)]
+
+
+def token_continues(text: str, option: str, rests: Sequence[str] = ()) -> bool:
+    """Does a next token with text ``text`` continue ``option`` into a longer answer? (module
+    docstring; ``rests``: :func:`extension_rests` of the request's options)."""
+    if not option or not text:
+        return False
+    return _continues(option[-1], text) or any(r.startswith(text) or text.startswith(r) for r in rests)
+
+
 def continuation_token_ids(token_texts: Sequence[str], option: str, others: Sequence[str] = ()) -> list[int]:
     """Ids of the tokens that would continue ``option`` into a longer answer (module docstring).
 
     ``token_texts[i]`` is the decoded text of token i. ``others``: the request's other options; a
     token that starts the remainder of an option extending ``option`` counts too.
     """
-    if not option:
-        return []
-    last = option[-1]
-    rests = [o[len(option):] for o in others if o != option and o.startswith(option)]
-    out = []
-    for i, t in enumerate(token_texts):
-        if _continues(last, t) or any(t and (r.startswith(t) or t.startswith(r)) for r in rests):
-            out.append(i)
-    return out
+    rests = extension_rests(option, others)
+    return [i for i, t in enumerate(token_texts) if token_continues(t, option, rests)]
 
 
 def prefix_conflicts(options: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
@@ -117,6 +127,46 @@ def prefix_conflicts(options: Sequence[tuple[int, ...]]) -> list[tuple[int, int]
     Eq. 2, p(option i) then contains p(option j)."""
     return [(i, j) for i, a in enumerate(options) for j, b in enumerate(options)
             if i != j and len(a) < len(b) and b[: len(a)] == a]
+
+
+def vocabulary_texts(tokenizer) -> list[str]:
+    """Decoded text of every token id ("" for special tokens), as :func:`token_continues` reads it."""
+    n = len(tokenizer)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    texts = tokenizer.batch_decode([[i] for i in range(n)])
+    # SentencePiece drops a token's leading "\u2581" (space) when it is decoded alone: "\u25810"
+    # would read as "0", a continuation; put the space back from the raw token.
+    raw = tokenizer.convert_ids_to_tokens(list(range(n)))
+    texts = [" " + t if isinstance(r, str) and r.startswith("\u2581") and not t.startswith(" ")
+             else t for t, r in zip(texts, raw, strict=True)]
+    return ["" if i in special else t for i, t in enumerate(texts)]
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt. A chat-templated prompt already starting with BOS gets no second one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and prompt.startswith(bos))
+    ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+    # Some tokenizers append EOS with special tokens on; the answer must follow the prompt.
+    eos = tokenizer.eos_token_id
+    if add_special and eos is not None and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(
+        tokenizer.eos_token or "\0"
+    ):
+        ids = ids[:-1]
+    if not ids:
+        raise ValueError("empty prompt: nothing to condition the options on")
+    return list(ids)
+
+
+def encode_option(tokenizer, option: str) -> tuple[int, ...]:
+    """Token ids of an option's verbalization t(y) (Eq. 2), checked to be representable."""
+    ids = tuple(tokenizer(option, add_special_tokens=False)["input_ids"])
+    unk = tokenizer.unk_token_id
+    if not ids:
+        raise ValueError(f"option {option!r} encodes to no tokens")
+    if unk is not None and unk in ids and tokenizer.unk_token not in option:
+        raise ValueError(f"option {option!r} contains characters the tokenizer cannot encode")
+    return ids
 
 
 # -- engine --------------------------------------------------------------------------------------
@@ -188,6 +238,9 @@ class OptionScorer:
     identical either way).
     """
 
+    name = "hf"  # acealign.backends.ScoringBackend
+    estimator = "exact"
+
     def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int | None = None,
                  prefix_sharing: bool = True, mode: str = "whole"):
         if batch_size < 1:
@@ -211,46 +264,20 @@ class OptionScorer:
 
     # -- tokenization --------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of a prompt. A chat-templated prompt already starting with BOS gets no second one."""
-        bos = getattr(self.tokenizer, "bos_token", None)
-        add_special = not (bos and prompt.startswith(bos))
-        ids = self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
-        # Some tokenizers append EOS with special tokens on; the answer must follow the prompt.
-        eos = self.tokenizer.eos_token_id
-        if add_special and eos is not None and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(
-            self.tokenizer.eos_token or "\0"
-        ):
-            ids = ids[:-1]
-        if not ids:
-            raise ValueError("empty prompt: nothing to condition the options on")
-        return list(ids)
+        """Token ids of a prompt (:func:`encode_prompt`)."""
+        return encode_prompt(self.tokenizer, prompt)
 
     def encode_option(self, option: str) -> tuple[int, ...]:
         """Token ids of an option's verbalization t(y) (Eq. 2), checked to be representable."""
         got = self._option_cache.get(option)
-        if got is not None:
-            return got
-        ids = tuple(self.tokenizer(option, add_special_tokens=False)["input_ids"])
-        unk = self.tokenizer.unk_token_id
-        if not ids:
-            raise ValueError(f"option {option!r} encodes to no tokens")
-        if unk is not None and unk in ids and self.tokenizer.unk_token not in option:
-            raise ValueError(f"option {option!r} contains characters the tokenizer cannot encode")
-        self._option_cache[option] = ids
-        return ids
+        if got is None:
+            got = self._option_cache[option] = encode_option(self.tokenizer, option)
+        return got
 
     def token_texts(self) -> list[str]:
         """Decoded text of every token id (computed once; used for the continuation sets)."""
         if self._token_texts is None:
-            n = len(self.tokenizer)
-            special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
-            texts = self.tokenizer.batch_decode([[i] for i in range(n)])
-            # SentencePiece drops a token's leading "\u2581" (space) when it is decoded alone: "\u25810"
-            # would read as "0", a continuation; put the space back from the raw token.
-            raw = self.tokenizer.convert_ids_to_tokens(list(range(n)))
-            texts = [" " + t if isinstance(r, str) and r.startswith("\u2581") and not t.startswith(" ")
-                     else t for t, r in zip(texts, raw, strict=True)]
-            self._token_texts = ["" if i in special else t for i, t in enumerate(texts)]
+            self._token_texts = vocabulary_texts(self.tokenizer)
         return self._token_texts
 
     def continuation_ids(self, option: str, options: Sequence[str]) -> torch.Tensor:
@@ -323,6 +350,22 @@ class OptionScorer:
             p = lp.double().exp().cpu().numpy()
             out.append(p / p.sum())
         return out
+
+    def score(self, requests: Sequence[ScoringRequest]) -> list:
+        """:meth:`distributions` as :class:`acealign.backends.Scored` (the backend interface)."""
+        from .backends import Scored
+
+        return [Scored(p) for p in self.distributions(requests)]
+
+    def describe(self) -> dict:
+        """Model, its class and precision, and the scoring mode (see :func:`scoring_fingerprint`)."""
+        cfg = getattr(self.model, "config", None)
+        return {
+            "model": str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "")),
+            "model_class": type(self.model).__name__,
+            "scoring_mode": self.mode,
+            "dtype": model_precision(self.model),
+        }
 
     def plan_batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         """Split request indices into batches of at most ``batch_size``, ordered to save work.
@@ -509,31 +552,28 @@ def question_request(prompt: str, question) -> ScoringRequest:
 
 
 def _cell_request(data, cell, template, tokenizer, chat) -> ScoringRequest:
-    from .prompts import build_prompt
+    from .prompts import build_prompt, prompt_messages
 
     q = data.questions[cell.question_key]
-    return question_request(build_prompt(cell.persona, q, template, tokenizer=tokenizer, chat=chat), q)
+    req = question_request(build_prompt(cell.persona, q, template, tokenizer=tokenizer, chat=chat), q)
+    messages = tuple((m["role"], m["content"]) for m in prompt_messages(cell.persona, q, template))
+    return ScoringRequest(req.prompt, req.options, req.scale, messages)
 
 
-def scoring_fingerprint(scorer: OptionScorer, template, chat, extra: dict | None = None) -> dict:
-    """What determines a cell's predicted distribution: model, template, chat, scoring mode and
-    weight dtype, plus the caller's ``extra`` (adapter content digest, split digest)."""
-    model = scorer.model
-    cfg = getattr(model, "config", None)
-    fp = {
-        "model": str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "")),
-        "model_class": type(model).__name__,
-        "template": template if isinstance(template, str) else template.name,
-        "chat": chat,
-        "scoring_mode": scorer.mode,
-        "dtype": model_precision(model),
-    }
+def scoring_fingerprint(scorer, template, chat, extra: dict | None = None) -> dict:
+    """What determines a cell's predicted distribution: the backend's :meth:`describe` (model,
+    scoring mode, precision; backend and estimator when not ``hf``), template and chat, plus the
+    caller's ``extra`` (adapter content digest, split digest)."""
+    fp = {**scorer.describe(), "template": template if isinstance(template, str) else template.name,
+          "chat": chat}
     fp.update(extra or {})
     return fp
 
 
-def _read_partial(path, fingerprint: dict) -> dict[tuple[str, str], np.ndarray]:
+def _read_partial(path, fingerprint: dict) -> dict:
     import pyarrow.parquet as pq
+
+    from .backends import Scored
 
     table = pq.read_table(path)
     meta = (table.schema.metadata or {}).get(_PARTIAL_META_KEY)
@@ -546,9 +586,10 @@ def _read_partial(path, fingerprint: dict) -> dict[tuple[str, str], np.ndarray]:
             "delete it to start over"
         )
     cols = table.to_pydict()
+    infos = cols.get("info") or [None] * len(cols["pred"])
     return {
-        (p, q): np.asarray(v, dtype=float)
-        for p, q, v in zip(cols["persona"], cols["question_key"], cols["pred"], strict=True)
+        (p, q): Scored(np.asarray(v, dtype=float), json.loads(i) if i else {})
+        for p, q, v, i in zip(cols["persona"], cols["question_key"], cols["pred"], infos, strict=True)
     }
 
 
@@ -560,14 +601,21 @@ def _write_partial(path, done: dict, fingerprint: dict) -> None:
     table = pa.table({
         "persona": [k[0] for k in keys],
         "question_key": [k[1] for k in keys],
-        "pred": [done[k].tolist() for k in keys],
+        "pred": [done[k].dist.tolist() for k in keys],
+        "info": [json.dumps(done[k].info) if done[k].info else "" for k in keys],
     })
     table = table.replace_schema_metadata({_PARTIAL_META_KEY: json.dumps(fingerprint).encode()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
-def score_cells(
+def score_cells(model, tokenizer, data, cells, template="paper", chat: bool | None = None, **kw) -> list[np.ndarray]:
+    """Predicted option distributions (Eq. 3) of survey cells, in the order of ``cells``
+    (:func:`score_cells_detailed` without the estimators' details)."""
+    return [s.dist for s in score_cells_detailed(model, tokenizer, data, cells, template, chat, **kw)]
+
+
+def score_cells_detailed(
     model,
     tokenizer,
     data,
@@ -578,28 +626,36 @@ def score_cells(
     batch_size: int = 16,
     progress: bool = True,
     chunk_size: int = 128,
-    scorer: OptionScorer | None = None,
+    scorer=None,
     fingerprint: dict | None = None,
-) -> list[np.ndarray]:
-    """Predicted option distributions (Eq. 3) of survey cells, in the order of ``cells``.
+) -> list:
+    """Predicted option distributions (Eq. 3) of survey cells as :class:`acealign.backends.Scored`,
+    in the order of ``cells``.
 
     ``cells``: objects with ``.persona`` and ``.question_key`` (``EligibleCell``, ``Cell``).
-    ``chat=None`` uses the chat template when the tokenizer has one. With ``partial_path``, results
-    are checkpointed there (Parquet, rewritten atomically after every chunk) and a rerun skips the
-    cells already in it; settings that differ from the checkpoint's are an error. Cells are scored
-    in the order of their prompt text, so a batch shares the longest common prefix (chat header
-    and persona sentence, or the whole question for question-first templates). ``fingerprint``:
-    extra fields (adapter content digest, split digest) that must match the checkpoint's, beside
-    the model, template, chat, scoring mode and dtype (:func:`scoring_fingerprint`).
+    ``scorer``: any :class:`acealign.backends.ScoringBackend` (default: an :class:`OptionScorer`
+    over ``model``); its tokenizer builds the prompts (``None``: the server applies its own chat
+    template to the requests' messages, recorded as chat ``"server"``). ``chat=None`` uses the
+    chat template when the tokenizer has one. With ``partial_path``, results are checkpointed
+    there (Parquet, rewritten atomically after every chunk) and a rerun skips the cells already in
+    it; settings that differ from the checkpoint's are an error. Cells are scored in the order of
+    their prompt text, so a batch shares the longest common prefix (chat header and persona
+    sentence, or the whole question for question-first templates). ``fingerprint``: extra fields
+    (adapter content digest, split digest) that must match the checkpoint's, beside the backend's
+    description, template and chat (:func:`scoring_fingerprint`).
     """
     from .prompts import get_template, has_chat_template
 
-    if chat is None:
+    scorer = scorer or OptionScorer(model, tokenizer, batch_size=batch_size)
+    tokenizer = scorer.tokenizer
+    if tokenizer is None:
+        # no local chat template: the server applies its own (chat estimators), else plain prompts
+        chat = "server" if getattr(scorer, "estimator", "") in CHAT_ESTIMATORS else False
+    elif chat is None:
         chat = has_chat_template(tokenizer)
     tname = get_template(template).name
-    scorer = scorer or OptionScorer(model, tokenizer, batch_size=batch_size)
     fp = scoring_fingerprint(scorer, tname, chat, fingerprint)
-    done: dict[tuple[str, str], np.ndarray] = {}
+    done: dict = {}
     if partial_path is not None and Path(partial_path).is_file():
         done = _read_partial(partial_path, fp)
     keys = [(c.persona.key, c.question_key) for c in cells]
@@ -612,15 +668,15 @@ def score_cells(
     try:
         # Prompts sorted by text put those sharing a prefix side by side, whatever the template
         # puts first (persona or question); each chunk is then planned into prefix batches.
+        build_chat = chat if chat != "server" else False
         reqs_all = sorted(
-            ((_cell_request(data, c, tname, tokenizer, chat), k) for k, c in todo),
+            ((_cell_request(data, c, tname, tokenizer, build_chat), k) for k, c in todo),
             key=lambda rk: rk[0].prompt,
         )
         for start in range(0, len(reqs_all), chunk_size):
             chunk = reqs_all[start : start + chunk_size]
-            dists = scorer.distributions([r for r, _ in chunk])
-            for (_, k), p in zip(chunk, dists, strict=True):
-                done[k] = p
+            for (_, k), got in zip(chunk, scorer.score([r for r, _ in chunk]), strict=True):
+                done[k] = got
             if partial_path is not None:
                 _write_partial(partial_path, done, fp)
             if bar is not None:
@@ -631,9 +687,12 @@ def score_cells(
     return [done[k] for k in keys]
 
 
-def predictions_frame(data, cells, preds, method: str = "base", scoring_mode: str | None = None):
+def predictions_frame(data, cells, preds, method: str = "base", scoring_mode: str | None = None,
+                      estimator: str | None = None, infos=None):
     """The predictions table (one row per persona x question; columns ``PREDICTION_COLUMNS``, plus
-    ``scoring_mode`` when given: how the model's distributions were scored)."""
+    ``scoring_mode`` when given: how the model's distributions were scored; ``estimator`` (see
+    :mod:`acealign.backends`) when given; ``score_info`` (JSON) when an estimator reported details
+    such as sampling uncertainty)."""
     import pandas as pd
 
     from .survey import ATTRIBUTES
@@ -659,14 +718,26 @@ def predictions_frame(data, cells, preds, method: str = "base", scoring_mode: st
     frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
     if scoring_mode is not None:
         frame["scoring_mode"] = scoring_mode
+    if estimator is not None:
+        frame["estimator"] = estimator
+    if infos is not None and any(infos):
+        frame["score_info"] = [json.dumps(i, sort_keys=True) if i else "" for i in infos]
     return frame
 
 
-def predict_cells(scorer: OptionScorer, data, cells, template="paper", chat: bool | None = None,
+def predict_cells(scorer, data, cells, template="paper", chat: bool | None = None,
                   method: str = "base", partial_path=None, progress: bool = True,
                   fingerprint: dict | None = None):
-    """Score ``cells`` and return the predictions DataFrame (resumable through ``partial_path``)."""
-    preds = score_cells(scorer.model, scorer.tokenizer, data, cells, template=template, chat=chat,
-                        partial_path=partial_path, progress=progress, scorer=scorer,
-                        fingerprint=fingerprint)
-    return predictions_frame(data, cells, preds, method, scoring_mode=scorer.mode)
+    """Score ``cells`` with any backend and return the predictions DataFrame (resumable through
+    ``partial_path``)."""
+    scored = score_cells_detailed(getattr(scorer, "model", None), scorer.tokenizer, data, cells,
+                                  template=template, chat=chat, partial_path=partial_path,
+                                  progress=progress, scorer=scorer, fingerprint=fingerprint)
+    return predictions_frame(data, cells, [s.dist for s in scored], method, scoring_mode=scorer.mode,
+                             estimator=estimator_label(scorer), infos=[s.info for s in scored])
+
+
+def estimator_label(scorer) -> str | None:
+    """The ``estimator`` column: absent for the hf engine (exact; tables as before), else
+    ``backend:estimator``, e.g. ``openai:sampling``."""
+    return None if scorer.name == "hf" else f"{scorer.name}:{scorer.estimator}"

@@ -154,7 +154,7 @@ def test_evaluate_with_a_tiny_model_is_resumable(tmp_path, monkeypatch):
     fp = meta["fingerprint"]
     assert (fp["template"], fp["scoring_mode"], fp["dtype"], fp["adapter"]) == ("paper", "whole", "float32", None)
     # Same settings again: the finished result is returned without scoring anything.
-    monkeypatch.setattr(scoring, "score_cells", lambda *a, **k: pytest.fail("scored again"))
+    monkeypatch.setattr(scoring, "score_cells_detailed", lambda *a, **k: pytest.fail("scored again"))
     again = ev.evaluate(model, prompt="plain", data=data, split=sp, out_dir=tmp_path, granularities=(1, 4),
                         method_name="tiny", progress=False)
     assert np.allclose(np.stack(again.table["pred"]), np.stack(frame["pred"]))

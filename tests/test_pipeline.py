@@ -86,7 +86,7 @@ def test_run_pipeline_end_to_end_and_resume(tmp_path, tiny_data_dir, tiny_model_
     from acealign import pipeline, scoring, train
 
     monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(scoring, "score_cells", lambda *a, **k: pytest.fail("scored again"))
+    monkeypatch.setattr(scoring, "score_cells_detailed", lambda *a, **k: pytest.fail("scored again"))
     monkeypatch.setattr(pipeline, "_fresh", lambda *a, **k: pytest.fail("model copied again"))
     run_pipeline(out, tiny_profile(), model=str(tiny_model_dir), data_dir=tiny_data_dir, progress=False)
 

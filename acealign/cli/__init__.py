@@ -81,6 +81,48 @@ def add_scoring_mode_option(p: argparse.ArgumentParser, default: str | None = "w
     )
 
 
+BACKEND_CHOICES = ("hf", "vllm", "openai")  # acealign.backends.BACKENDS, without importing it
+ESTIMATOR_CHOICES = ("exact", "prompt-logprobs", "first-token", "sampling")
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Where the option distributions come from (:mod:`acealign.backends`)."""
+    g = p.add_argument_group("scoring backend")
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="hf",
+                   help="hf: transformers in-process (default); vllm: offline vLLM in-process (its own "
+                   "environment, see the README); openai: an OpenAI-compatible server (--base-url)")
+    g.add_argument("--base-url", metavar="URL", help="openai: the server's API root, e.g. http://localhost:8000/v1")
+    g.add_argument("--api-key-env", metavar="NAME",
+                   help="openai: environment variable holding the API key (never written anywhere)")
+    g.add_argument("--estimator", choices=ESTIMATOR_CHOICES,
+                   help="openai: prompt-logprobs (default; /completions with echoed log-probs), "
+                   "first-token or sampling (chat API); hf and vllm: exact")
+    g.add_argument("--tokenizer", metavar="MODEL",
+                   help="openai prompt-logprobs: local model whose tokenizer (and chat template) builds "
+                   "the prompts as token ids, e.g. default; without it the prompts are plain text")
+    g.add_argument("--top-logprobs", type=int, default=20, metavar="K",
+                   help="openai: alternatives per position asked for (20)")
+    g.add_argument("--samples", type=int, default=50, metavar="N", help="openai sampling: answers per prompt (50)")
+    g.add_argument("--concurrency", type=int, default=4, metavar="N", help="openai: requests in flight (4)")
+    g.add_argument("--sampling-seed", type=int, metavar="N",
+                   help="openai sampling: seed sent with each prompt's requests (default: none sent)")
+    g.add_argument("--cache", default="auto", metavar="FILE",
+                   help="openai: SQLite response cache (default: responses.sqlite in acealign's cache "
+                   "directory; 'none': no cache)")
+
+
+def backend_spec(args):
+    """The :class:`acealign.backends.spec.BackendSpec` of the backend options."""
+    from ..backends.spec import BackendSpec
+
+    return BackendSpec(
+        args.backend, base_url=args.base_url, api_key_env=args.api_key_env, estimator=args.estimator,
+        tokenizer=args.tokenizer, top_logprobs=args.top_logprobs, samples=args.samples,
+        concurrency=args.concurrency, cache=None if args.cache == "none" else args.cache,
+        sampling_seed=args.sampling_seed,
+    )
+
+
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
@@ -131,7 +173,7 @@ def _numeric(s: str) -> bool:
 
 
 # Libraries whose warnings and progress bars a normal run hides (shown with -v).
-QUIET_LIBRARIES = r"(transformers|peft|accelerate|torch|huggingface_hub|tokenizers)(\.|$)"
+QUIET_LIBRARIES = r"(transformers|peft|accelerate|torch|huggingface_hub|tokenizers|vllm)(\.|$)"
 
 
 def quiet_libraries() -> None:
@@ -143,6 +185,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     warnings.filterwarnings("ignore", module=QUIET_LIBRARIES)
     if "transformers" in sys.modules:  # already imported (library use, tests)
         from transformers.utils import logging as hf_logging

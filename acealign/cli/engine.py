@@ -8,6 +8,7 @@ from pathlib import Path
 from ..fileio import atomic_path
 from . import (
     UsageError,
+    add_backend_options,
     add_data_option,
     add_dtype_option,
     add_json_option,
@@ -47,6 +48,7 @@ def register(sub) -> None:
     s.add_argument("--method-name", default="base", help="value of the method column (default base)")
     s.add_argument("--out", required=True, metavar="PREDS.parquet", help="predictions table to write")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_options(s)
     add_json_option(s)
     s.set_defaults(func=cmd_score)
 
@@ -218,16 +220,22 @@ def cmd_score(args) -> int:
     import pandas as pd
 
     from ..fingerprint import adapter_digest, describe_differences, differences
-    from ..models import check_model, load_model
+    from ..models import check_model
     from ..personas import eligible_cells
     from ..precision import precision_name
     from ..prompts import get_template
-    from ..scoring import OptionScorer, predict_cells
+    from ..scoring import predict_cells
     from ..survey import load_survey
+    from . import backend_spec
 
     get_template(args.template)
     gs = parse_granularities(args.granularity)
-    check_model(args.model)
+    spec = backend_spec(args)
+    if spec.name != "openai":
+        check_model(args.model)
+    if args.adapter and spec.name == "openai":
+        raise UsageError("--adapter: an OpenAI-compatible server serves its own adapters; pass the "
+                         "name it serves them under as --model")
     data = load_survey(args.data)
     countries, qkeys = _selection(args, data)
     cells = eligible_cells(data, gs, args.min_n, countries, qkeys).cells
@@ -237,8 +245,8 @@ def cmd_score(args) -> int:
     # What determines the scores: an adapter by its content, not its path.
     run = {"model": args.model, "adapter": args.adapter, "adapter_digest": adapter_digest(args.adapter),
            "template": args.template, "plain": bool(args.plain),
-           "dtype": precision_name(args.dtype, args.device),
-           "scoring_mode": args.scoring_mode}
+           "dtype": precision_name(args.dtype, args.device) if spec.name == "hf" else args.dtype,
+           "scoring_mode": args.scoring_mode, **spec.settings()}
     existing, runs = (None, {})
     if out.is_file():
         existing, runs = _read_existing(out)
@@ -253,8 +261,9 @@ def cmd_score(args) -> int:
     todo = [c for c in cells if (c.persona.key, c.question_key) not in done]
     if todo:
         _set_threads(args)
-        model, tok = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
-        scorer = OptionScorer(model, tok, batch_size=args.batch_size, mode=args.scoring_mode)
+        scorer = spec.build(args.model, args.adapter, device=args.device, dtype=args.dtype,
+                            mode=args.scoring_mode, batch_size=args.batch_size,
+                            trust_remote_code=args.trust_remote_code)
         partial = out.with_name(out.name + ".partial")
         frame = predict_cells(scorer, data, todo, template=args.template,
                               chat=False if args.plain else None, method=args.method_name,

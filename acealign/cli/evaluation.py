@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import (
     UsageError,
+    add_backend_options,
     add_data_option,
     add_dtype_option,
     add_json_option,
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     add_dtype_option(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise-ceiling resample (0)")
+    add_backend_options(p)
     add_json_option(p)
     p.set_defaults(func=cmd_eval)
 
@@ -81,12 +83,14 @@ def cmd_eval(args) -> int:
     from .. import evaluate as ev
     from ..splits import Split
     from ..survey import load_survey
+    from . import backend_spec
 
     gs = _granularities(args.granularity)
     if args.min_n < 1:
         raise UsageError("--min-n must be at least 1")
     if args.references and (args.adapter or args.method_name or args.model or args.prompt):
         raise UsageError("--references takes no --model, --adapter, --prompt or --method-name")
+    spec = backend_spec(args)
     model = args.model
     if model is None:
         # An adapter is evaluated on the base model it was trained on.
@@ -102,7 +106,7 @@ def cmd_eval(args) -> int:
                 model, args.adapter, args.prompt, data=data, split=split, out_dir=args.out,
                 granularities=gs, min_n=args.min_n, method_name=args.method_name, device=args.device,
                 dtype=args.dtype, batch_size=args.batch_size, split_path=args.split,
-                scoring_mode=args.scoring_mode,
+                scoring_mode=args.scoring_mode, backend=spec,
             )
         ]
     rows = []

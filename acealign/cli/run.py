@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_data_option, add_dtype_option, add_scoring_mode_option
+from . import add_backend_options, add_data_option, add_dtype_option, add_scoring_mode_option
 
 
 def register(subparsers) -> None:
@@ -22,12 +22,14 @@ def register(subparsers) -> None:
     add_data_option(p)
     p.add_argument("--countries", metavar="LIST", help="comma-separated countries (default: the profile's)")
     p.add_argument("--methods", metavar="LIST",
-                   help=f"trained methods (default: {','.join(TRAINED_METHODS)})")
+                   help=f"trained methods (default: {','.join(TRAINED_METHODS)}; none: only the prompt "
+                   "baselines)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     add_dtype_option(p, choices=("auto", "float32", "bfloat16"))
     add_scoring_mode_option(p, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<profile>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_options(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -37,11 +39,13 @@ def _list(text):
 
 def cmd_run(args) -> int:
     from ..pipeline import run_pipeline
+    from . import backend_spec
 
     out = args.out or f"runs/{args.profile}"
     run_pipeline(
         out, args.profile, model=args.model, data_dir=args.data, device=args.device,
-        dtype=args.dtype, methods=_list(args.methods), countries=_list(args.countries),
-        scoring_mode=args.scoring_mode, progress=not args.no_progress,
+        dtype=args.dtype, methods=[] if args.methods == "none" else _list(args.methods),
+        countries=_list(args.countries), scoring_mode=args.scoring_mode, progress=not args.no_progress,
+        backend=backend_spec(args),
     )
     return 0
