@@ -227,7 +227,9 @@ def _cpu_settings(kwargs: dict, user: dict) -> dict:
     """On a CPU: KV blocks of 32 tokens, not vLLM's 128, so that the prefix cache holds all but
     the last few tokens of a shared prompt (every tree node repeats its prompt); and on a small
     machine the worker's threads bound to every core (vLLM's auto binding keeps one core for its
-    scheduler, half of a 2-core machine). ``VLLM_CPU_OMP_THREADS_BIND`` overrides the binding."""
+    scheduler, half of a 2-core machine); and a KV cache of 2 GiB (vLLM's CPU default takes most
+    of the machine's memory, and the engine's worker was killed for it here).
+    ``VLLM_CPU_OMP_THREADS_BIND`` and ``VLLM_CPU_KVCACHE_SPACE`` (GiB) override these."""
     import os
 
     from vllm.platforms import current_platform
@@ -237,6 +239,7 @@ def _cpu_settings(kwargs: dict, user: dict) -> dict:
     cores = sorted(os.sched_getaffinity(0))
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ and len(cores) <= 4:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     return {} if "block_size" in user else {"block_size": 32}
 
 

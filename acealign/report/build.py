@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..analyses import seeds, table1, taxonomy
@@ -212,6 +213,30 @@ def _slice_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def scoring_table(df: pd.DataFrame) -> pd.DataFrame:
+    """How each method's distributions were obtained: backend:estimator (``hf:exact`` for rows
+    without the column, ``reference`` for the references), scoring mode, and what the estimator
+    reported: sampled answers per prompt and the share naming no option (sampling), the largest
+    bound of the whole-answer term's error (``boundary_gap``, prompt-logprobs)."""
+    from ..analyses.common import REFERENCE_METHODS
+
+    rows = []
+    for m, part in df.groupby("method", sort=True):
+        est = part["estimator"].dropna().unique() if "estimator" in part else []
+        row = {"method": m,
+               "estimator": "reference" if m in REFERENCE_METHODS else (", ".join(sorted(est)) or "hf:exact"),
+               "scoring_mode": ", ".join(sorted(part["scoring_mode"].dropna().unique()))
+               if "scoring_mode" in part else ""}
+        infos = [json.loads(x) for x in part["score_info"].dropna() if x] if "score_info" in part else []
+        if any("samples" in i for i in infos):
+            row["samples"] = float(np.mean([i["samples"] for i in infos if "samples" in i]))
+            row["unparseable_share"] = float(np.mean([i["unparseable"] for i in infos if "unparseable" in i]))
+        if any("boundary_gap" in i for i in infos):
+            row["max_boundary_gap"] = float(max(i["boundary_gap"] for i in infos if "boundary_gap" in i))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _fmt_manifest(manifest: dict | None) -> str:
     if manifest is None:
         return (f"No `{MANIFEST}` manifest in the run directory: the data slice below is derived "
@@ -241,7 +266,8 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
         + ", ".join(str(p.relative_to(run_dir)) for p in paths)
         + f". Methods: {', '.join(method_label(m) for m in methods)}.\n\n"
         f"Table 1 and the per-question analyses use {eval_subset(df)}.",
-        [("slice", "Cells per method and country (evaluation questions; held-out persona cells)", _slice_table(df))],
+        [("slice", "Cells per method and country (evaluation questions; held-out persona cells)", _slice_table(df)),
+         ("scoring", "How each method was scored (backend:estimator; see acealign.backends)", scoring_table(df))],
     ))
     oracle = method_label("country-marginal")
     n_tests = int(t["paired_tests"]["p_value"].notna().sum()) if len(t["paired_tests"]) else 0
