@@ -19,7 +19,12 @@ Which cells are evaluated (:func:`evaluation_cells`), in the split's evaluation 
   a question that was never trained in that country (an evaluation question of a question split;
   every question of a country split's evaluation countries);
 - ``heldout_persona``: the held-out G=4 combinations of a persona split (or of a split that holds
-  combinations out), on every question of the split: they were never trained on any question.
+  combinations out), on every question of the split: they were never trained on any question;
+- ``train_question``: the cell's question was trained in its country (a held-out combination on
+  a training question carries it too). With ``in_sample=True`` every eligible persona of G in
+  ``granularities`` on those questions is added, for the in-sample level of the effect-fidelity
+  ladder (:func:`acealign.analyses.fidelity.fidelity_ladder`); these cells never enter Table 1
+  (it uses ``eval_question`` cells only).
 
 Two reference "methods" need no model (:func:`reference_predictions`): ``country-marginal``
 predicts, for every persona, the distribution of all of the country's respondents on the question
@@ -62,6 +67,7 @@ class EvalCell:
     cell: EligibleCell
     eval_question: bool
     heldout_persona: bool
+    train_question: bool = False
 
 
 @dataclass
@@ -74,9 +80,11 @@ class EvalResult:
 
 
 def evaluation_cells(
-    data: SurveyData, split: Split, granularities=(1, 2, 3, 4), min_n: int = DEFAULT_MIN_N
+    data: SurveyData, split: Split, granularities=(1, 2, 3, 4), min_n: int = DEFAULT_MIN_N,
+    in_sample: bool = False,
 ) -> list[EvalCell]:
-    """The cells to evaluate (see the module docstring), in a stable order."""
+    """The cells to evaluate (see the module docstring), in a stable order; ``in_sample`` adds the
+    eligible cells of the training questions (flagged ``train_question``) after each country's."""
     countries = [c for c in split.eval_countries if c in data.countries]
     if not countries:
         raise DataError(
@@ -92,6 +100,8 @@ def evaluation_cells(
             q for q in data.question_keys(country)
             if q in split.eval_questions and (q not in train_q or country not in train_c)
         ]
+        # Trained here: a training question of a training country that is not unseen in it.
+        trained = set(data.question_keys(country)) & (train_q - set(unseen)) if country in train_c else set()
         seen: set[tuple[Persona, str]] = set()
         for cell in eligible_cells(data, granularities, min_n, [country], unseen).cells:
             held = cell.persona.granularity == 4 and cell.persona.combo in heldout_combos
@@ -102,7 +112,22 @@ def evaluation_cells(
             qkeys = [q for q in data.question_keys(country) if q in split_q]
             for cell in eligible_cells(data, (4,), min_n, [country], qkeys, personas).cells:
                 if (cell.persona, cell.question_key) not in seen:
-                    out.append(EvalCell(cell, False, True))
+                    out.append(EvalCell(cell, False, True, cell.question_key in trained))
+                    seen.add((cell.persona, cell.question_key))
+        if in_sample:
+            out += _in_sample_cells(data, granularities, min_n, country, trained, heldout_combos, seen)
+    return out
+
+
+def _in_sample_cells(data, granularities, min_n, country, trained, heldout_combos, seen) -> list[EvalCell]:
+    """Eligible cells of ``country`` on its ``trained`` questions not already in ``seen``: the
+    in-sample level of the effect-fidelity ladder (can the objective fit the effects at all?)."""
+    qkeys = [q for q in data.question_keys(country) if q in trained]
+    out = []
+    for cell in eligible_cells(data, granularities, min_n, [country], qkeys).cells:
+        if (cell.persona, cell.question_key) not in seen:
+            held = cell.persona.granularity == 4 and cell.persona.combo in heldout_combos
+            out.append(EvalCell(cell, False, held, True))
     return out
 
 
@@ -111,7 +136,7 @@ def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, pred
                       infos=None) -> pd.DataFrame:
     """The predictions table of ``cells`` (:func:`acealign.scoring.predictions_frame`, i.e.
     PREDICTION_COLUMNS, and ``scoring_mode`` for a model's predictions) plus the split flags
-    ``eval_question`` and ``heldout_persona``."""
+    ``eval_question``, ``heldout_persona`` and ``train_question``."""
     from .scoring import predictions_frame as engine_frame
 
     if len(preds) != len(cells):
@@ -120,6 +145,7 @@ def predictions_frame(data: SurveyData, cells: list[EvalCell], method: str, pred
                          estimator=estimator, infos=infos)
     frame["eval_question"] = [ec.eval_question for ec in cells]
     frame["heldout_persona"] = [ec.heldout_persona for ec in cells]
+    frame["train_question"] = [ec.train_question for ec in cells]
     return frame
 
 
@@ -172,7 +198,7 @@ def write_predictions(frame: pd.DataFrame, directory, meta: dict | None = None) 
     pred_path = atomic_write_bytes(directory / PREDICTIONS, buf.getvalue())
     scored = with_scores(frame)
     cols = ["method", "country", "question_key", "topic", "persona", "granularity", "n", "score",
-            "modal_hit", "eval_question", "heldout_persona"]
+            "modal_hit", "eval_question", "heldout_persona", "train_question"]
     cs = scored[cols].assign(score=100 * scored["score"])
     cs_path = atomic_write_text(directory / CELL_SCORES, cs.to_csv(index=False))
     summary = (
@@ -186,6 +212,7 @@ def write_predictions(frame: pd.DataFrame, directory, meta: dict | None = None) 
             "cells": len(frame),
             "eval_question_cells": int(frame["eval_question"].sum()),
             "heldout_persona_cells": int(frame["heldout_persona"].sum()),
+            "train_question_cells": int(scored["train_question"].sum()),
             "scores": [
                 {"country": r.country, "granularity": int(r.granularity), "score": float(r.mean), "cells": int(r.size)}
                 for r in summary.itertuples()
@@ -203,11 +230,14 @@ def write_references(
     granularities=(1, 2, 3, 4),
     min_n: int = DEFAULT_MIN_N,
     seed: int = 0,
+    in_sample: bool = False,
 ) -> list[EvalResult]:
-    """Write both reference methods under ``eval_dir/<reference>/`` (always recomputed: cheap)."""
-    cells = evaluation_cells(data, split, granularities, min_n)
+    """Write both reference methods under ``eval_dir/<reference>/`` (always recomputed: cheap),
+    on the cells of :func:`evaluation_cells` (with the in-sample cells when ``in_sample``)."""
+    cells = evaluation_cells(data, split, granularities, min_n, in_sample)
     fp = {"split": split_digest(split), "data": data_digest(data, split_countries(split)),
-          "granularities": list(granularities), "min_n": min_n, "seed": seed}
+          "granularities": list(granularities), "min_n": min_n, "seed": seed,
+          **({"in_sample": True} if in_sample else {})}
     out = []
     for kind in REFERENCE_METHODS:
         frame = reference_predictions(data, cells, kind, seed)
@@ -277,6 +307,7 @@ def evaluate(
     scoring_mode: str = "whole",
     chat: bool | None = None,
     backend=None,
+    in_sample: bool = False,
 ) -> EvalResult:
     """Score the evaluation cells of ``split`` with a model and write ``out_dir/<method>/``.
 
@@ -289,7 +320,9 @@ def evaluate(
     engine checkpoints to ``<method>/partial.parquet``), and a finished evaluation with the same
     fingerprint is returned without loading the model; another fingerprint is an error.
     ``backend``: an :class:`acealign.backends.spec.BackendSpec` (default: the hf engine); its
-    settings join the fingerprint.
+    settings join the fingerprint. ``in_sample``: also score the training questions' cells
+    (flagged ``train_question``; see :func:`evaluation_cells`), for the in-sample level of the
+    effect-fidelity ladder; it joins the fingerprint only when True, so earlier evaluations stay valid.
     """
     from . import prompts, scoring
 
@@ -319,7 +352,7 @@ def evaluate(
     method = method_name or _default_method_name(adapter, prompt)
     if method in REFERENCE_METHODS:
         raise ValueError(f"method name {method!r} is reserved for a reference")
-    cells = evaluation_cells(data, split, granularities, min_n)
+    cells = evaluation_cells(data, split, granularities, min_n, in_sample)
     if not cells:
         raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
     directory = Path(out_dir) / method
@@ -327,6 +360,8 @@ def evaluate(
                                    granularities, min_n, device)
     if backend.name != "hf":  # its precision is the engine's (or the server's), not acealign's
         fingerprint.update(backend.settings(), dtype=dtype if backend.name == "vllm" else None)
+    if in_sample:  # only when set: fingerprints of evaluations made before the option still match
+        fingerprint["in_sample"] = True
     settings = {
         "model": _model_name(model),
         "adapter": None if adapter is None else str(Path(adapter).resolve()),
@@ -340,6 +375,7 @@ def evaluate(
         "data": data.source,
         "granularities": list(granularities),
         "min_n": min_n,
+        "in_sample": in_sample,
         "fingerprint": fingerprint,
     }
     done = _finished(directory, fingerprint, cells)

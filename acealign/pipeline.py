@@ -61,6 +61,9 @@ class Profile:
     # Option scoring of training and evaluation (acealign.scoring.SCORING_MODES): "whole" = the
     # answer is exactly the option; "literal" = the paper's Eq. 2 as written.
     scoring_mode: str = "whole"
+    # Also evaluate every method on the training questions' cells (flag train_question), for the
+    # in-sample level of the effect-fidelity ladder; off by default: it scores many more cells.
+    in_sample_fidelity: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -148,7 +151,7 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
 
     precision = precision if precision in CALIBRATION["train_pair_epoch"] else "float32"
     kind = "question-first" if "question-first" in prof.template else "persona-first"
-    cells = len(evaluation_cells(data, split, prof.granularities, prof.min_n))
+    cells = len(evaluation_cells(data, split, prof.granularities, prof.min_n, prof.in_sample_fidelity))
     scored = 1 + len(prof.prompt_baselines) + len(prof.methods) * len(prof.seeds)
     cfg = resolve_config(None, _profile_overrides(prof))
     pairs = len(training_pairs(data, split, cfg)) if prof.methods else 0
@@ -304,7 +307,7 @@ def run_pipeline(
              f"{est['training_runs']} training runs (~{est['train_s'] / 60:.0f} min), {est['precision']}")
 
     eval_dir = out / "eval"
-    write_references(data, split, eval_dir, prof.granularities, prof.min_n)
+    write_references(data, split, eval_dir, prof.granularities, prof.min_n, in_sample=prof.in_sample_fidelity)
     stages = [("base", None, prof.template)] + [(m, None, t) for m, t in prof.prompt_baselines]
     adapters: list[tuple[str, Path]] = []
 
@@ -351,7 +354,8 @@ def run_pipeline(
         evaluate(model, adapter, prompt, data=data, split=split, out_dir=eval_dir,
                  granularities=prof.granularities, min_n=prof.min_n, method_name=name,
                  device=device, dtype=dtype, batch_size=prof.eval_batch_size, progress=progress,
-                 split_path=split_path, scoring_mode=prof.scoring_mode, backend=backend)
+                 split_path=split_path, scoring_mode=prof.scoring_mode, backend=backend,
+                 in_sample=prof.in_sample_fidelity)
         _release_memory()
 
     _say("report")

@@ -33,8 +33,9 @@ PREDICTION_COLUMNS = [
 ]
 
 # Optional columns written by :func:`acealign.evaluate.evaluate`: whether the question is on the
-# evaluation side of the split, and whether the persona is a held-out G=4 combination.
-FLAG_COLUMNS = ["eval_question", "heldout_persona"]
+# evaluation side of the split, whether the persona is a held-out G=4 combination, and whether the
+# question was trained on in the cell's country (in-sample cells; tables before it lack the column).
+FLAG_COLUMNS = ["eval_question", "heldout_persona", "train_question"]
 
 BASE_METHOD = "base"
 PRIMARY_METHOD = "ace"
@@ -141,10 +142,24 @@ def with_scores(df: pd.DataFrame) -> pd.DataFrame:
         idx = np.asarray([i for i, c in enumerate(counts) if len(c) == n_opt])
         hits[idx] = metrics.modal_match_batch(np.stack([preds[i] for i in idx]), np.stack([counts[i] for i in idx]))
     out["modal_hit"] = hits
-    for col in FLAG_COLUMNS:
-        if col not in out.columns:
-            # Without flags (a table not written by ``evaluate``) every row is an evaluation cell.
-            out[col] = col == "eval_question"
+    return with_flags(out)
+
+
+def with_flags(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every :data:`FLAG_COLUMNS` column present and boolean. A missing flag (a table
+    not written by ``evaluate``, or one written before the flag existed, also as NaN rows after
+    concatenation with newer tables) means an evaluation cell and neither of the other flags."""
+    todo = [c for c in FLAG_COLUMNS if c not in df.columns or df[c].isna().any()]
+    if not todo:
+        return df
+    out = df.copy()
+    for col in todo:
+        default = col == "eval_question"
+        if col in out.columns:
+            vals = out[col].to_numpy(object)
+            out[col] = np.where(pd.isna(vals), default, vals).astype(bool)
+        else:
+            out[col] = default
     return out
 
 
@@ -242,13 +257,14 @@ def load_tiers(path=None) -> Tiers:
 # -- counterfactual pairs inside a predictions table -------------------------------------------------
 
 
-def prediction_pairs(df: pd.DataFrame) -> pd.DataFrame:
+def prediction_pairs(df: pd.DataFrame, extra=()) -> pd.DataFrame:
     """Counterfactual pairs formed by the G=4 rows of a predictions table.
 
     For each method, country, question and treatment attribute A, the rows s1 = (A=1, X) and
     s0 = (A=0, X) with the same other attributes X. Only pairs whose two ends are both in the
     table (so both passed the support filter) are kept. Columns: method, country, question_key,
-    topic, attribute, context, pred1, pred0, counts1, counts0.
+    topic, attribute, context, pred1, pred0, counts1, counts0, and ``<col>1``, ``<col>0`` per
+    column of ``extra`` (per-end values, e.g. the split flags).
     """
     g4 = df[df["granularity"] == 4]
     cols = ["method", "country", "question_key", "topic"]
@@ -259,7 +275,7 @@ def prediction_pairs(df: pd.DataFrame) -> pd.DataFrame:
         for a in others[1:]:
             ctx = ctx + "," + g4[a].astype(str)
         a0, a1 = ATTRIBUTE_VALUES[attr]
-        base = g4[cols + ["pred", "survey_counts"]].assign(context=ctx.to_numpy())
+        base = g4[cols + ["pred", "survey_counts", *extra]].assign(context=ctx.to_numpy())
         ends1 = base[g4[attr].to_numpy() == a1]
         ends0 = base[g4[attr].to_numpy() == a0]
         m = ends1.merge(ends0, on=cols + ["context"], suffixes=("1", "0"))
@@ -270,7 +286,8 @@ def prediction_pairs(df: pd.DataFrame) -> pd.DataFrame:
                 )
             )
     if not out:
-        return pd.DataFrame(columns=cols + ["attribute", "context", "pred1", "pred0", "counts1", "counts0"])
+        ends = [f"{c}{e}" for c in extra for e in "10"]
+        return pd.DataFrame(columns=cols + ["attribute", "context", "pred1", "pred0", "counts1", "counts0", *ends])
     return pd.concat(out, ignore_index=True)
 
 

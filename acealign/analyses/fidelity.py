@@ -6,6 +6,11 @@ survey counts alone: a model that predicts no effect at all (identical distribut
 and the sampling-noise floor (the distance a model reproducing the true effects exactly would
 still show against finite cells, by parametric bootstrap). Every row's mean distance carries a
 question-clustered bootstrap CI; the report shows distances x1000 (:func:`per_mille`).
+
+The effect-fidelity ladder (:func:`fidelity_ladder`) measures the same on three sets of pairs, each
+with its own references: ``in_sample`` (training questions, trained personas: can the objective fit
+the effects at all?), ``new_combinations`` (training questions, an end is a held-out G=4
+combination: compositional generalization) and ``new_questions`` (evaluation questions: transfer).
 """
 
 from __future__ import annotations
@@ -16,9 +21,19 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from .common import measured_pairs, method_order, unique_pair_counts
+from .common import (
+    FLAG_COLUMNS,
+    PAIR_REFERENCES,
+    PRIMARY_METHOD,
+    measured_pairs,
+    method_order,
+    pair_measures,
+    prediction_pairs,
+    unique_pair_counts,
+    with_flags,
+)
 from .seeds import collapse_seeds, mean_over_seeds
-from .stats import bootstrap_ci, n_questions, question_units
+from .stats import bootstrap_ci, n_questions, question_units, sign_flip_pvalue
 from .taxonomy import DEFAULT_TAU, attribute_effects
 
 NO_EFFECT = "no-effect"
@@ -27,6 +42,16 @@ RUN_COLUMNS = ["method", "country", "pairs", "cdf_distance", "flipped_share", "e
 COLUMNS = ["method", "country", "pairs", "n_questions", "cdf_distance", "ci_low", "ci_high",
            "flipped_share", "effects"]
 PAIR_KEYS = ["country", "question_key", "attribute", "context"]
+IN_SAMPLE, NEW_COMBINATIONS, NEW_QUESTIONS = "in_sample", "new_combinations", "new_questions"
+LEVELS = (IN_SAMPLE, NEW_COMBINATIONS, NEW_QUESTIONS)
+LEVEL_LABELS = {IN_SAMPLE: "in-sample", NEW_COMBINATIONS: "new persona combinations",
+                NEW_QUESTIONS: "new questions"}
+LADDER_COLUMNS = ["method", "level", "n_pairs", "n_questions", "d_cdf_x1000", "ci_low_x1000",
+                  "ci_high_x1000", "flipped_share", "no_effect_x1000", "noise_floor_x1000"]
+TEST_COLUMNS = ["level", "primary", "baseline", "diff_x1000", "ci_low_x1000", "ci_high_x1000",
+                "p_value", "n_questions", "pairs"]
+# The ladder's comparison: the paper's method against its anchor-only ablation.
+ANCHOR_METHOD = "anchor"
 
 
 def effect_fidelity(
@@ -169,3 +194,108 @@ def pair_references(pairs: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd
             floor[idx] = metrics.bootstrap_effect_floor_batch(c1, c0, n_boot, rng)
     out["no_effect"], out["noise_floor"] = no_eff, floor
     return out
+
+
+# -- the effect-fidelity ladder --------------------------------------------------------------------
+
+
+def pair_level(eval_question: bool, heldout1: bool, heldout0: bool, train1: bool, train0: bool) -> str | None:
+    """The ladder level of one counterfactual pair from the split flags of its two ends.
+
+    ``new_questions`` when the question is an evaluation question; otherwise the pair must lie on a
+    training question (both ends ``train_question``), and is ``new_combinations`` when an end is a
+    held-out G=4 combination, else ``in_sample``. None: no level (e.g. a validation question).
+    """
+    if eval_question:
+        return NEW_QUESTIONS
+    if not (train1 and train0):
+        return None
+    return NEW_COMBINATIONS if heldout1 or heldout0 else IN_SAMPLE
+
+
+def pair_levels(pairs: pd.DataFrame) -> np.ndarray:
+    """:func:`pair_level` of every row of :func:`prediction_pairs` output carrying the flags of
+    both ends (``eval_question1``, ``heldout_persona0``, ...)."""
+    cols = [pairs[f"{c}{e}"].astype(bool) for c in ("heldout_persona", "train_question") for e in "10"]
+    evq = pairs["eval_question1"].astype(bool) | pairs["eval_question0"].astype(bool)
+    return np.array([pair_level(*flags) for flags in zip(evq, *cols, strict=True)], dtype=object)
+
+
+def ladder_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """Counterfactual pairs of every row of ``df`` (not only the evaluation rows) with their
+    ``level`` (:func:`pair_levels`) and per-pair measures (:func:`pair_measures`, Eq. 11); pairs
+    of no level are left out. A table without ``train_question`` has no in-sample pairs."""
+    pairs = prediction_pairs(with_flags(df), extra=FLAG_COLUMNS)
+    if len(pairs):
+        pairs = pairs.assign(level=pair_levels(pairs))
+        pairs = pairs[pairs["level"].notna()].reset_index(drop=True)
+    if pairs.empty:
+        return pairs.assign(level=[], d_cdf=[], dm=[], dd=[])
+    return pair_measures(pairs)
+
+
+def fidelity_ladder(
+    runs: pd.DataFrame,
+    tau: float = DEFAULT_TAU,
+    n_boot: int = 200,
+    n_ci: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    pairs=None,
+) -> pd.DataFrame:
+    """Effect fidelity (Eq. 11-12) at three levels: one row per method x level (:data:`LEVELS`)
+    with ``n_pairs``, ``n_questions``, mean d_CDF x1000 (Avg over countries) with its
+    question-clustered (1 - alpha) CI, ``flipped_share``, and the level's own references x1000:
+    ``no_effect_x1000`` and ``noise_floor_x1000`` (:func:`pair_references` of that level's pairs,
+    ``n_boot`` resamples). Levels without pairs are absent. ``runs``: predictions, seed runs as
+    their own methods (collapsed as in :func:`effect_fidelity`); ``pairs``: its
+    :func:`ladder_pairs`, if already computed.
+    """
+    pairs = ladder_pairs(runs) if pairs is None else pairs
+    tables = [_level_rows(pairs[pairs["level"] == lv], lv, tau, n_boot, n_ci, seed, alpha)
+              for lv in LEVELS if (pairs["level"] == lv).any()]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LADDER_COLUMNS)
+
+
+def _level_rows(pairs, level, tau, n_boot, n_ci, seed, alpha) -> pd.DataFrame:
+    """The Avg rows of :func:`effect_fidelity` on one level's pairs, references as columns."""
+    refs = pair_references(unique_pair_counts(pairs), n_boot=n_boot, seed=seed)
+    fid = per_mille(effect_fidelity(pairs, tau, pairs=pairs, refs=refs, n_ci=n_ci, seed=seed, alpha=alpha))
+    avg = fid[fid["country"] == "Avg"]
+    ref = avg.set_index("method")["d_cdf_x1000"]
+    out = avg[~avg["method"].isin(PAIR_REFERENCES)].rename(columns={"pairs": "n_pairs"})
+    out = out.assign(level=level, no_effect_x1000=ref.get(NO_EFFECT, np.nan),
+                     noise_floor_x1000=ref.get(NOISE_FLOOR, np.nan))
+    spread = [c for c in ("d_cdf_x1000_sd", "flipped_share_sd", "seeds") if c in out.columns]
+    return out[LADDER_COLUMNS + spread].reset_index(drop=True)
+
+
+def ladder_tests(
+    pairs: pd.DataFrame,
+    primary: str = PRIMARY_METHOD,
+    baseline: str = ANCHOR_METHOD,
+    n_perm: int = 2000,
+    n_ci: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Per level of :func:`ladder_pairs` output: mean d_CDF of ``primary`` minus ``baseline`` x1000
+    on the pairs both predict (negative: ``primary`` is closer to the survey's effects), its
+    question-clustered CI and the two-sided paired sign-flip p-value (whole questions flip
+    together, :func:`~acealign.analyses.stats.sign_flip_pvalue`). Seed runs enter as the mean of
+    their per-seed d_CDF. A level where either method has no pair has no row."""
+    per_pair = mean_over_seeds(pairs, PAIR_KEYS, ["d_cdf"], drop=("pred1", "pred0"))
+    rows = []
+    for level in LEVELS:
+        part = per_pair[per_pair["level"] == level]
+        a, b = (part[part["method"] == m][PAIR_KEYS + ["d_cdf"]] for m in (primary, baseline))
+        paired = a.merge(b, on=PAIR_KEYS, suffixes=("", "_b"))
+        if paired.empty:
+            continue
+        units = question_units(paired.assign(d=paired["d_cdf"] - paired["d_cdf_b"]), "d")
+        est, lo, hi = bootstrap_ci(units, n_boot=n_ci, seed=seed, alpha=alpha)
+        rows.append({"level": level, "primary": primary, "baseline": baseline,
+                     "diff_x1000": 1000 * est, "ci_low_x1000": 1000 * lo, "ci_high_x1000": 1000 * hi,
+                     "p_value": sign_flip_pvalue(units, n_perm=n_perm, seed=seed),
+                     "n_questions": n_questions(units), "pairs": len(paired)})
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analyses import seeds, table1, taxonomy
+from ..analyses import fidelity, seeds, table1, taxonomy
 from ..analyses.common import (
     BASE_METHOD,
     PRIMARY_METHOD,
@@ -29,6 +29,7 @@ from ..analyses.common import (
     method_label,
     method_order,
     validate_predictions,
+    with_flags,
 )
 from ..fileio import read_json_object
 from ..survey import DataError
@@ -162,6 +163,7 @@ def build_report(
 
     draw("table1", F.fig_table1, t["averages"])
     draw("fidelity", F.fig_fidelity, t["fidelity"])
+    draw("fidelity_ladder", F.fig_fidelity_ladder, t["fidelity_ladder"])
     model_scores = t["country_scores"][~t["country_scores"]["method"].isin(REFERENCE_METHODS)]
     draw("tiers", F.fig_tiers, model_scores, t["tier_scores"], t["tier_gaps"], tier_map, base, primary)
     draw("heldout", F.fig_heldout, t["heldout"])
@@ -193,10 +195,7 @@ def build_report(
 
 def _slice_table(df: pd.DataFrame) -> pd.DataFrame:
     """What the predictions cover, per method and country (derived, not taken from the manifest)."""
-    d = df.copy()
-    for col in ("eval_question", "heldout_persona"):
-        if col not in d.columns:  # a table without split flags: every row is an evaluation cell
-            d[col] = col == "eval_question"
+    d = with_flags(df)  # a table without split flags: every row is an evaluation cell
     rows = []
     for (m, c), part in d.groupby(["method", "country"], sort=True):
         ev = part[part["eval_question"].astype(bool)]
@@ -209,6 +208,9 @@ def _slice_table(df: pd.DataFrame) -> pd.DataFrame:
             "topics": ev["topic"].nunique(),
             **{f"cells_g{g}": int((ev["granularity"] == g).sum()) for g in (1, 2, 3, 4)},
             "heldout_cells": int(part["heldout_persona"].astype(bool).sum()),
+            # cells on training questions beside the held-out ones (evaluations with in_sample)
+            "in_sample_cells": int((part["train_question"].astype(bool) & ~part["eval_question"].astype(bool)
+                                    & ~part["heldout_persona"].astype(bool)).sum()),
         })
     return pd.DataFrame(rows)
 
@@ -328,6 +330,7 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
           L(t["fidelity"]))],
         [("fidelity", "Mean CDF distance ×1000 (Avg over countries, 95% CI) with references")],
     ))
+    secs.append(_ladder_section(t, primary, n_boot, L))
     tier_lines = "; ".join(f"{lbl}: {', '.join(tier_map.members[k])}" for k, lbl in tier_map.labels.items())
     secs.append(Section(
         "Resource tiers",
@@ -388,3 +391,65 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
     return secs
 
 
+def _ladder_section(t, primary, n_boot, L) -> Section:
+    """The effect-fidelity ladder: what each level measures, one sentence per level, table, figure."""
+    return Section(
+        "Effect fidelity at three levels",
+        "The distance of the section above (Eq. 11–12, ×1000, lower is better) on three sets of "
+        "counterfactual pairs, each with its own no-effect and noise-floor references: "
+        "**in-sample** (training questions, both ends personas the model trained on: can the "
+        "objective fit the effects at all?), **new persona combinations** (training questions, an "
+        "end is a held-out G=4 combination: compositional generalization) and **new questions** "
+        "(evaluation questions: transfer). In-sample pairs exist only when the methods were "
+        "evaluated with `in_sample` (cells flagged `train_question`). 95% CIs over whole questions "
+        f"({n_boot} resamples).\n\n" + ladder_sentences(t["fidelity_ladder"], t["fidelity_ladder_tests"], primary),
+        [("fidelity_ladder", "Mean CDF distance ×1000 per method and level, with the level's references",
+          L(t["fidelity_ladder"])),
+         ("fidelity_ladder_tests", f"{method_label(primary)} minus {method_label(fidelity.ANCHOR_METHOD)} "
+          "per level (×1000; negative: closer to the survey's effects), paired sign-flip p-value",
+          L(L(t["fidelity_ladder_tests"], "baseline"), "primary"))],
+        [("fidelity_ladder", "Effect-fidelity ladder: mean d_CDF ×1000 per level (95% CI), "
+          "dotted: no-effect, dashed: noise floor")],
+    )
+
+
+def ladder_sentences(ladder: pd.DataFrame, tests: pd.DataFrame, primary: str = PRIMARY_METHOD) -> str:
+    """One sentence per level of the ladder, from its numbers: the model method with the lowest
+    mean d_CDF, the level's references, and whether ``primary`` beats anchor-only there."""
+    if ladder.empty:
+        return "No counterfactual pair at any level: nothing to compare."
+    out = []
+    for level in fidelity.LEVELS:
+        part = ladder[ladder["level"] == level]
+        if part.empty:
+            continue
+        head = (f"**{fidelity.LEVEL_LABELS[level].capitalize()}** ({int(part['n_pairs'].max())} pairs, "
+                f"{int(part['n_questions'].max())} questions; no-effect {part['no_effect_x1000'].iloc[0]:.2f}, "
+                f"noise floor {part['noise_floor_x1000'].iloc[0]:.2f})")
+        models = part[~part["method"].isin(REFERENCE_METHODS)].dropna(subset=["d_cdf_x1000"])
+        if models.empty:
+            out.append(f"{head}: only the references have pairs here.")
+            continue
+        best = models.loc[models["d_cdf_x1000"].idxmin()]
+        out.append(f"{head}: lowest mean d_CDF ×1000 {method_label(best['method'])} "
+                   f"({best['d_cdf_x1000']:.2f}); {_versus(tests, level, primary)}.")
+    return "\n\n".join(out)
+
+
+def _versus(tests: pd.DataFrame, level: str, primary: str) -> str:
+    p_name, b_name = method_label(primary), method_label(fidelity.ANCHOR_METHOD)
+    row = tests[tests["level"] == level]
+    if row.empty:
+        return f"{p_name} and {b_name} are not compared (one of them has no pair here)"
+    r = row.iloc[0]
+    diff, p = float(r["diff_x1000"]), float(r["p_value"])
+    if diff < 0 and p < 0.05:
+        verdict = f"{p_name} beats {b_name}"
+    elif diff < 0:
+        verdict = f"{p_name} is below {b_name} but not significantly"
+    else:
+        verdict = f"{p_name} does not beat {b_name}"
+    ci = (f", 95% CI [{r['ci_low_x1000']:+.2f}, {r['ci_high_x1000']:+.2f}]"
+          if np.isfinite([r["ci_low_x1000"], r["ci_high_x1000"]]).all() else "")
+    return (f"{verdict} (difference {diff:+.2f}{ci}, paired sign-flip p = {p:.3f} over "
+            f"{int(r['n_questions'])} questions)")

@@ -128,6 +128,52 @@ def fig_fidelity(fid: pd.DataFrame) -> _Figure:
     return fig
 
 
+def fig_fidelity_ladder(ladder: pd.DataFrame) -> _Figure:
+    """The effect-fidelity ladder: one panel per level (in-sample, new persona combinations, new
+    questions) with each method's mean d_CDF x1000 (Eq. 12, Avg over countries, 95% CI over
+    questions) and the level's no-effect and noise-floor references as lines. Each panel's axis is
+    zoomed on its values and references, so the gap between the two lines stays visible."""
+    from ..analyses.fidelity import LEVEL_LABELS, LEVELS
+
+    if ladder.empty:
+        raise NoData("no counterfactual pair at any level (no G=4 pair with both ends predicted)")
+    levels = [lv for lv in LEVELS if (ladder["level"] == lv).any()]
+    methods = method_order(ladder["method"].unique())
+    colors = _colors(methods)
+    fig = Figure(figsize=(max(4.5, 1.2 + (1.0 + 0.55 * len(methods)) * len(levels)), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(levels)))
+    for ax, level in zip(axes, levels, strict=True):
+        part = ladder[ladder["level"] == level].set_index("method")
+        _ladder_panel(ax, part, [m for m in methods if m in part.index], colors)
+        ax.set_title(f"{LEVEL_LABELS[level]}\n{int(part['n_pairs'].max())} pairs, "
+                     f"{int(part['n_questions'].max())} questions", fontsize=9)
+    axes[0].set_ylabel("mean d_CDF ×1000 (lower is better)", fontsize=8)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Effect-fidelity ladder (Eq. 12, 95% CI over questions)", fontsize=10)
+    return fig
+
+
+def _ladder_panel(ax, part: pd.DataFrame, methods: list[str], colors: dict[str, str]) -> None:
+    """Points with CI bars per method; dotted no-effect and dashed noise-floor lines."""
+    vals = part.loc[methods, "d_cdf_x1000"].to_numpy(float)
+    lo, hi = part.loc[methods, "ci_low_x1000"].to_numpy(float), part.loc[methods, "ci_high_x1000"].to_numpy(float)
+    for i, m in enumerate(methods):
+        err = np.nan_to_num([[vals[i] - lo[i]], [hi[i] - vals[i]]])
+        ax.errorbar(i, vals[i], yerr=err, fmt="o", capsize=3, color=colors[m])
+    refs = {"no-effect": float(part["no_effect_x1000"].iloc[0]), "noise floor": float(part["noise_floor_x1000"].iloc[0])}
+    for (name, v), style in zip(refs.items(), (":", "--"), strict=True):
+        if np.isfinite(v):
+            ax.axhline(v, color="black", linestyle=style, lw=1, label=f"{name} reference")
+    ax.set_xticks(range(len(methods)), [method_label(m) for m in methods], rotation=40, ha="right", fontsize=7)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    # Not from 0: the room for learning is the few units between the two reference lines.
+    shown = np.concatenate([vals, lo, hi, list(refs.values())])
+    shown = shown[np.isfinite(shown)]
+    if len(shown):
+        span = max(shown.max() - shown.min(), 1.0)
+        ax.set_ylim(max(0.0, shown.min() - 0.25 * span), shown.max() + 0.2 * span)
+
+
 def fig_tiers(scores: pd.DataFrame, tier_table: pd.DataFrame, gaps: pd.DataFrame, tiers, base: str, primary: str) -> _Figure:
     """Paper Fig. 3: (a) base scores per country by tier, (b) gains of ``primary`` per G and tier,
     (c) tier gap per G before and after."""

@@ -72,6 +72,10 @@ def analyse(
     fid = fidelity.effect_fidelity(runs, tau=tau, seed=seed, pairs=pairs, refs=refs, n_ci=n_boot)
     t["fidelity"] = fidelity.per_mille(fid)
     fid_runs = fidelity.run_fidelity(pairs, refs, tau) if len(pairs) else None
+    # The ladder: the same distance on in-sample, new-combination and new-question pairs.
+    ladder = fidelity.ladder_pairs(runs)
+    t["fidelity_ladder"] = fidelity.fidelity_ladder(runs, tau=tau, n_ci=n_boot, seed=seed, pairs=ladder)
+    t["fidelity_ladder_tests"] = fidelity.ladder_tests(ladder, primary, n_perm=n_perm, n_ci=n_boot, seed=seed)
 
     model_scores = t["country_scores"][~t["country_scores"]["method"].isin(REFERENCE_METHODS)]
     t["tier_scores"] = tiers.tier_scores(model_scores, tier_map, base)
