@@ -35,7 +35,7 @@ from .fileio import atomic_write_json
 from .precision import precision_name, resolve_dtype
 from .survey import DataError, SurveyData, load_survey
 
-TRAINED_METHODS = ("anchor", "causal", "ace", "distribution", "ace+distribution")
+TRAINED_METHODS = ("anchor", "causal", "ace", "ace-joint", "distribution", "ace+distribution")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ PROFILES: dict[str, Profile] = {
             "validation questions), 2 epochs; question-first prompts; CPU"
         ),
         countries=("egypt",),
+        methods=("anchor", "causal", "ace", "distribution", "ace+distribution"),
         template="paper-question-first",
         prompt_baselines=(("anthropological", "anthropological-question-first"),),
         train={"data.max_pairs": 192, "data.group_by_question": True, "lora.top_layers": 4,

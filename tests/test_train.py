@@ -193,6 +193,10 @@ def test_stage_schedule():
     assert plan([], 4) == [("stage-1", "anchor", 0, 1, 0, 4), ("stage-2", "causal", 1, 1, 4, 4)]
     assert plan(['method="ace+distribution"'], 3) == [("stage-1", "distribution", 0, 1, 0, 3),
                                                       ("stage-2", "causal", 1, 1, 3, 3)]
+    # Eq. 14 joint: anchor and causal in the same steps, one stage over both epochs.
+    assert plan(['method="ace-joint"'], 4) == [("stage-1", "anchor+causal", 0, 2, 0, 8)]
+    assert plan(['method="ace-joint"', 'methods.ace-joint=[{anchor=1.0, causal=0.5}]'], 4)[0][1] \
+        == "anchor+0.5*causal"
     # Single-stage methods, and ace cut to one epoch, are one stage.
     assert plan(['method="anchor"', "train.epochs=3"], 4) == [("stage-1", "anchor", 0, 3, 0, 12)]
     assert plan(["train.epochs=1"], 4) == [("stage-1", "anchor", 0, 1, 0, 4)]
@@ -230,7 +234,7 @@ PHASES = {
     # Each phase repeats the same 4-pair batch for 3 epochs (one step each), so its loss must fall.
     "ace": "[{anchor=1},{anchor=1},{anchor=1},{causal=1}]",
     "ace+distribution": "[{distribution=1},{distribution=1},{distribution=1},{causal=1}]",
-    "anchor": None, "causal": None, "distribution": None,
+    "anchor": None, "causal": None, "ace-joint": None, "distribution": None,
 }
 
 
@@ -245,7 +249,8 @@ def test_training_loss_falls_for_each_method(tmp_path, tiny_data, split, method)
     by_objective: dict[str, list[float]] = {}
     for r in log:
         by_objective.setdefault(r["objective"], []).append(r["loss"])
-    expected = {"ace": ["anchor", "causal"], "ace+distribution": ["distribution", "causal"]}
+    expected = {"ace": ["anchor", "causal"], "ace+distribution": ["distribution", "causal"],
+                "ace-joint": ["anchor+causal"]}
     assert list(by_objective) == expected.get(method, [method])
     for objective, losses in by_objective.items():
         assert len(losses) >= 3

@@ -50,6 +50,7 @@ METHOD_LABELS = {
     "anchor": "Anchor-only",
     "causal": "Causal-only",
     "ace": "ACE-Align",
+    "ace-joint": "ACE-Align (joint, Eq. 14)",
     "distribution": "Distribution",
     "ace+distribution": "ACE+distribution",
     # Persona-blind, but it predicts each evaluation question from that question's own answers:
@@ -59,7 +60,7 @@ METHOD_LABELS = {
     "no-effect": "No effect (reference)",
     "noise-floor": "Noise floor (reference)",
 }
-_ORDER = ["base", "anthropological", "anchor", "causal", "ace", "distribution", "ace+distribution"]
+_ORDER = ["base", "anthropological", "anchor", "causal", "ace", "ace-joint", "distribution", "ace+distribution"]
 # A training seed's run of a method (``ace-s0``, ``ace-s1``, ...; names from ``acealign run``).
 SEED_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 

@@ -39,7 +39,7 @@ def png_bytes(fig: _Figure, dpi: int = 100) -> bytes:
 # One colour per method id in every figure; other method ids take the spare colours in order.
 METHOD_COLORS = {
     "base": "#7f7f7f", "anthropological": "#9467bd", "anchor": "#8c564b", "causal": "#2ca02c",
-    "ace": "#d62728", "distribution": "#1f77b4", "ace+distribution": "#ff7f0e",
+    "ace": "#d62728", "ace-joint": "#9467bd", "distribution": "#1f77b4", "ace+distribution": "#ff7f0e",
     "country-marginal": "#17becf", "noise-ceiling": "#000000",
 }
 _SPARE = ["#bcbd22", "#e377c2", "#aec7e8", "#98df8a", "#c5b0d5", "#c49c94"]

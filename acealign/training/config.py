@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 DEFAULT_CONFIG = Path(__file__).parent.parent / "config" / "train.toml"
-METHODS = ("ace", "anchor", "causal", "distribution", "ace+distribution")
+METHODS = ("ace", "anchor", "causal", "ace-joint", "distribution", "ace+distribution")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 STAGE_OPTIMIZERS = ("fresh", "keep")
