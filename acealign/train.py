@@ -28,7 +28,8 @@ the parts in :mod:`acealign.training`:
 5. outputs (:mod:`~acealign.training.checkpoint`, :mod:`~acealign.training.evaluation`): a
    resumable checkpoint every ``checkpoint_every`` steps (``OUT/checkpoints/``), the adapter after
    each epoch (``OUT/epoch-K/``) and at the end (``OUT/adapter/``), in peft format; optional
-   alignment scores on training/validation cells (``OUT/eval.json``).
+   alignment scores on training/validation cells (``OUT/eval.json``) and learning curves
+   (``eval.curve_every``: validation S and d_CDF as ``"event": "curve"`` log records).
 
 Determinism: the data order of epoch e is a permutation seeded by (seed, e); LoRA init and dropout
 use torch's RNG seeded by ``seed``. A checkpoint holds the adapter, optimizer, scheduler, RNG states
@@ -99,8 +100,10 @@ from .training.data import (
 )
 from .training.evaluation import (
     EVAL_NAME,
+    CurveEvaluator,
     RunEvaluator,
     alignment_on_cells,
+    curve_point,
     eval_sets,
     score_run_cells,
 )
@@ -120,10 +123,10 @@ from .training.schedule import (
 from .training.step import average_gradients, batch_loss, optimizer_step
 
 __all__ = [
-    "CONFIG_NAME", "DEFAULT_CONFIG", "EVAL_NAME", "LOG_NAME", "METHODS", "MIXED_PRECISION",
-    "SCHEDULERS", "STAGE_OPTIMIZERS", "Stage", "TrainResult", "TrainState", "add_lora",
+    "CONFIG_NAME", "CurveEvaluator", "DEFAULT_CONFIG", "EVAL_NAME", "LOG_NAME", "METHODS",
+    "MIXED_PRECISION", "SCHEDULERS", "STAGE_OPTIMIZERS", "Stage", "TrainResult", "TrainState", "add_lora",
     "alignment_on_cells", "append_log", "average_gradients", "batch_loss", "check_no_eval_cells",
-    "check_run_dir", "checkpoint_step", "config_differences", "default_config", "epoch_order",
+    "check_run_dir", "checkpoint_step", "config_differences", "curve_point", "default_config", "epoch_order",
     "epoch_steps", "epoch_weights", "epochs_completed", "eval_sets", "latest_checkpoint",
     "load_checkpoint", "load_run_data", "lora_config", "lr_lambda", "make_optimizer",
     "make_requests", "merge_config", "objective_name", "optimizer_step", "pair_cells",
@@ -199,8 +202,13 @@ def train(
     # the trained adapter).
     run.evaluate = RunEvaluator(eval_sets(data, split, pairs, cfg, tokenizer), model, run.scorer,
                                 accelerator, out)
+    if cfg["eval"]["curve_every"]:
+        run.curve = CurveEvaluator.build(data, split, cfg, tokenizer, model, run.scorer,
+                                         accelerator, out)
     if not resume:
         run.evaluate(run.state, "before")
+        if run.curve is not None:
+            run.curve(0, 1, run.plan[0])
 
     # 4. The loop.
     last_loss, finished = _train_loop(run, progress, stop_after)
@@ -234,6 +242,7 @@ class _Run:
     req0: list = field(default_factory=list)  # ... and of its s0 end
     state: TrainState = field(default_factory=TrainState)
     evaluate: Any = None    # RunEvaluator
+    curve: Any = None       # CurveEvaluator (eval.curve_every > 0)
 
     @classmethod
     def setup(cls, cfg, out, accelerator, model, tokenizer, data, pairs) -> _Run:
@@ -306,6 +315,13 @@ class _Run:
         self.state.global_step += 1
         return terms
 
+    def log_curve(self, stage: Stage, epoch: int) -> None:
+        """A learning-curve point every ``eval.curve_every`` steps and at the plan's end. Logged
+        before the step's checkpoint, so a resumed run neither lacks nor repeats it."""
+        step, every = self.state.global_step, self.cfg["eval"]["curve_every"]
+        if self.curve is not None and (step % every == 0 or step == total_steps(self.plan)):
+            self.curve(step, epoch + 1, stage)
+
     def after_step(self, epoch: int, epoch_done: bool, stage_done: bool) -> None:
         """The epoch's adapter and evaluations as an epoch ends; a checkpoint when one is due."""
         if epoch_done:
@@ -364,6 +380,7 @@ def _train_loop(run: _Run, progress: bool, stop_after: int | None) -> tuple[floa
                 "objective": stage.objective, "weights": stage.weights, **terms,
                 "lr": lr, "pairs": sum(len(m) for m in steps[pos]),
             })
+        run.log_curve(stage, epoch)
         run.after_step(epoch, epoch_done, stage_done=k + 1 == stage.steps)
         if stop_after is not None and steps_this_call >= stop_after:
             bar.close()

@@ -10,7 +10,8 @@ from . import UsageError, add_data_option, add_json_option, print_json, print_ta
 
 METHOD_HELP = (
     "ace: epoch 1 anchor (Eq. 13), epoch 2 causal effect alignment (Eq. 9-12), as in the paper; "
-    "anchor: anchor only; causal: causal only; distribution: per-persona W1 matching; "
+    "anchor: anchor only; causal: causal only; ace-joint: anchor + causal in the same steps "
+    "(Eq. 14, one stage); distribution: per-persona W1 matching; "
     "ace+distribution: distribution matching, then causal. Each stage of ace and "
     "ace+distribution starts a fresh AdamW and LR schedule from the previous stage's weights "
     "(--set train.stage_optimizer=keep: one optimizer for the whole run)"

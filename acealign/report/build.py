@@ -6,6 +6,7 @@ Run-directory layout read here (written by ``acealign eval`` / ``acealign run``)
 
     RUN_DIR/run.json                          optional manifest (see MANIFEST_FIELDS)
     RUN_DIR/eval/<method>/predictions.parquet one file per method (any depth is accepted)
+    RUN_DIR/train/<method>/log.jsonl          optional training logs (learning curves)
     RUN_DIR/report/                           default output: report.html, report.md,
                                               tables/<name>.csv|json, figures/<name>.png
 """
@@ -36,7 +37,7 @@ from ..survey import DataError
 from . import figures as F
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_table
 from .render import Section, render_html, render_markdown
-from .tables import analyse
+from .tables import analyse, learning_curves
 
 MANIFEST = "run.json"
 PREDICTIONS = "predictions.parquet"
@@ -150,6 +151,7 @@ def build_report(
     # Seed runs (ace-s0, ace-s1, ...) stay separate: analyse scores each seed on its own predictions.
     df = load_predictions(paths)
     t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed)
+    t["learning_curves"], stage_starts = learning_curves(run_dir)  # training logs, if any
     tier_map = load_tiers(tiers_path)
 
     fig_png: dict[str, bytes | None] = {}
@@ -173,8 +175,14 @@ def build_report(
     for g in (1, 2, 3, 4):
         draw(f"topics_g{g}", F.fig_topic_radar, t["topic_scores"], g, [base, primary])
     draw("fairness", F.fig_fairness, t["fairness"])
+    # Eval-only run directories have no training logs: no learning-curve figure to miss there.
+    has_train_logs = any(run_dir.glob("train/*/log.jsonl"))
+    if has_train_logs:
+        draw("learning_curves", F.fig_learning_curves, t["learning_curves"], stage_starts)
 
     sections = _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_map)
+    if has_train_logs:
+        sections.append(_curves_section(t))
     table_paths: dict[str, Path] = {}
     for name, table in t.items():
         table_paths[name] = write_table(table, out_dir / "tables", name)[0]
@@ -389,6 +397,21 @@ def _sections(t, df, paths, run_dir, manifest, base, primary, tau, n_boot, tier_
         [("fairness", "Worst-to-best persona spread")],
     ))
     return secs
+
+
+def _curves_section(t) -> Section:
+    """Learning curves from the training logs (only for run directories that have some)."""
+    return Section(
+        "Learning curves",
+        "From the training logs (`train/<method>/log.jsonl`, runs with `eval.curve_every` > 0): "
+        "every N optimizer steps, before training and at the end, the alignment score S ×100 "
+        "(Eq. 15) of the G=4 ends of the validation pairs and their mean d_CDF ×1000 (Eq. 11–12). "
+        "Validation questions are neither trained nor evaluated on. Dotted lines: a new stage "
+        "(objective) starts; a step logged twice after a resume keeps its last record.",
+        [("learning_curves", "Validation S ×100 and d_CDF ×1000 per run and optimizer step",
+          table1.labelled(t["learning_curves"]))],
+        [("learning_curves", "Learning curves: validation S and d_CDF per optimizer step")],
+    )
 
 
 def _ladder_section(t, primary, n_boot, L) -> Section:

@@ -392,3 +392,34 @@ def fig_fairness(table: pd.DataFrame) -> _Figure:
     ax.set_title("Subgroup fairness: spread across personas")
     ax.legend(fontsize=6, ncol=2)
     return fig
+
+
+def fig_learning_curves(curves: pd.DataFrame, stage_starts: pd.DataFrame) -> _Figure:
+    """Validation S ×100 (Eq. 15) and mean d_CDF ×1000 (Eq. 11-12) against optimizer steps, one
+    line per training run (seed runs ``ace-s0``, ... as thin lines in their method's colour);
+    dotted verticals where a later stage starts (after ``first_step - 1`` steps)."""
+    from ..analyses.seeds import run_methods
+
+    if curves.empty:
+        raise NoData("no training run logged learning curves (train/<method>/log.jsonl with "
+                     "eval.curve_every > 0)")
+    runs = run_methods(curves["method"].unique())
+    colors = _colors(set(runs.values()))
+    fig = Figure(figsize=(9.0, 3.6))
+    axes = fig.subplots(1, 2)
+    for run, part in curves.groupby("method", sort=True):
+        seed_run = runs[run] != run
+        for ax, col in zip(axes, ("S", "d_cdf_x1000"), strict=True):
+            ax.plot(part["step"], part[col], marker="" if seed_run else ".", lw=0.8 if seed_run else 1.6,
+                    color=colors[runs[run]], label=run if seed_run else method_label(run))
+        # One dotted line per later stage of the run: where its objective changes.
+        for first in stage_starts.loc[(stage_starts["method"] == run) & (stage_starts["stage"] > 1), "first_step"]:
+            for ax in axes:
+                ax.axvline(first - 1, color=colors[runs[run]], linestyle=":", lw=1)
+    axes[0].set_ylabel("validation S ×100 (higher is better)", fontsize=8)
+    axes[1].set_ylabel("validation d_CDF ×1000 (lower is better)", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("optimizer step", fontsize=8)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Learning curves on the validation questions (dotted: a stage starts)", fontsize=10)
+    return fig

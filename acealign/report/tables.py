@@ -10,6 +10,9 @@ fairness) are computed per seed run and collapsed to mean and spread over seeds.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -156,3 +159,34 @@ def _with_seed_column(effects: pd.DataFrame) -> pd.DataFrame:
         return effects
     seed = effects["method"].map(lambda r: int(SEED_NAME.match(r)["seed"]) if runs[r] != r else pd.NA)
     return effects.assign(method=effects["method"].map(runs), seed=seed.astype("Int64"))
+
+
+CURVE_COLUMNS = ["method", "step", "stage", "objective", "S", "d_cdf_x1000"]
+STAGE_COLUMNS = ["method", "stage", "first_step", "objective"]
+
+
+def learning_curves(run_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(curves, stage_starts)`` from every ``RUN_DIR/train/<method>/log.jsonl``.
+
+    ``curves``: the ``"event": "curve"`` records (``eval.curve_every``) as method (the run
+    folder's name), optimizer step, stage, objective, validation S ×100 (Eq. 15) and mean d_CDF
+    ×1000 (Eq. 11-12); a step logged twice (recomputed after a resume) keeps its last record.
+    ``stage_starts``: the ``"event": "stage"`` records (``first_step`` is 1-based).
+    """
+    curves, starts = [], []
+    for log in sorted(Path(run_dir).glob("train/*/log.jsonl")):
+        method = log.parent.name
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
+                continue
+            if rec.get("event") == "curve":
+                curves.append([method, rec["step"], rec["stage"], rec["objective"],
+                               100.0 * rec["validation_S"], rec["validation_d_cdf_x1000"]])
+            elif rec.get("event") == "stage":
+                starts.append([method, rec["stage"], rec["first_step"], rec["objective"]])
+    table = pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    table = table.drop_duplicates(["method", "step"], keep="last").sort_values(["method", "step"])
+    stages = pd.DataFrame(starts, columns=STAGE_COLUMNS).drop_duplicates(["method", "first_step"], keep="last")
+    return table.reset_index(drop=True), stages.reset_index(drop=True)

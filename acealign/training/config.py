@@ -148,7 +148,8 @@ def validate_config(cfg: dict) -> None:
             raise ValueError(f"{k} must be positive, got {v}")
     for k, v in {"train.max_steps": t["max_steps"], "train.checkpoint_every": t["checkpoint_every"],
                  "data.max_pairs": cfg["data"]["max_pairs"], "optim.warmup_steps": o["warmup_steps"],
-                 "optim.max_grad_norm": o["max_grad_norm"], "lora.top_layers": lora["top_layers"]}.items():
+                 "optim.max_grad_norm": o["max_grad_norm"], "lora.top_layers": lora["top_layers"],
+                 "eval.curve_every": cfg["eval"]["curve_every"]}.items():
         if v < 0:
             raise ValueError(f"{k} must be >= 0, got {v}")
     if not 0 <= lora["dropout"] < 1:

@@ -1,10 +1,13 @@
 """Alignment (Eq. 15) on a run's training or validation cells: during a run (before training,
 after each epoch, at the end; forward passes only, so they consume no RNG and do not change the
-trained adapter) and afterwards from the run directory (:func:`score_run_cells`)."""
+trained adapter) and afterwards from the run directory (:func:`score_run_cells`); and learning
+curves (``eval.curve_every``): S (Eq. 15) and mean d_CDF (Eq. 11-12) of the validation pairs every
+N optimizer steps (:func:`curve_point`, :class:`CurveEvaluator`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,69 @@ class RunEvaluator:
                 write_json_atomic(self.out / EVAL_NAME, state.evals)
         else:
             self(state, "after")
+
+
+def curve_point(preds: Mapping, counts: Mapping, pairs: Sequence) -> dict:
+    """One learning-curve point from predictions already made (pure; no model).
+
+    ``preds`` / ``counts``: model distribution / survey counts by cell key (e.g. (persona,
+    question)); ``pairs``: ``(key1, key0)`` of each counterfactual pair. S is Eq. 15 over the
+    unique pair ends (a fraction, as :func:`alignment_on_cells`); d_CDF is Eq. 11 per pair
+    between the model effect p(.|s1) - p(.|s0) and the survey's (Eq. 8), averaged as Eq. 12.
+    """
+    from ..metrics import cdf_distance, mean_alignment_score
+    from ..pairs import data_effect
+
+    cells = list(dict.fromkeys(k for pair in pairs for k in pair))
+    s = mean_alignment_score([preds[k] for k in cells],
+                             [np.asarray(counts[k], float) / np.sum(counts[k]) for k in cells])
+    d = [cdf_distance(np.asarray(preds[k1], float) - np.asarray(preds[k0], float),
+                      data_effect(counts[k1], counts[k0])) for k1, k0 in pairs]
+    return {"validation_S": s, "validation_d_cdf_x1000": 1000.0 * float(np.mean(d)),
+            "pairs": len(pairs), "cells": len(cells)}
+
+
+@dataclass
+class CurveEvaluator:
+    """Learning-curve points of one run (``eval.curve_every``), on the main process only: the
+    unique validation cells are scored in one pass, then :func:`curve_point`; each point is one
+    ``"event": "curve"`` record of ``OUT/log.jsonl``."""
+
+    keys: list              # unique (persona, question) cells at the pairs' ends
+    requests: list
+    counts: dict
+    pairs: list             # (key1, key0) per validation pair
+    model: Any
+    scorer: Any
+    accelerator: Any
+    out: Path
+
+    @classmethod
+    def build(cls, data, split, cfg, tokenizer, model, scorer, accelerator, out) -> CurveEvaluator:
+        vpairs = validation_pairs(data, split, cfg)
+        if not vpairs:
+            raise ValueError("eval.curve_every is set but the split has no validation pairs "
+                             "(make the split with a validation fraction)")
+        cells = pair_cells(vpairs)
+        keys = [(s, q) for s, q, _ in cells]
+        return cls(keys, make_requests(data, keys, tokenizer, cfg), {(s, q): c for s, q, c in cells},
+                   [((p.s1, p.question_key), (p.s0, p.question_key)) for p in vpairs],
+                   model, scorer, accelerator, out)
+
+    def __call__(self, step: int, epoch: int, stage) -> None:
+        """Score the cells now and log the point for optimizer step ``step`` of ``stage``."""
+        if not self.accelerator.is_main_process:
+            return
+        was_training = self.model.training
+        self.model.eval()  # no dropout: the point measures the weights, and draws no RNG
+        with torch.no_grad(), self.accelerator.autocast():
+            dists = self.scorer.distributions(self.requests)
+        if was_training:
+            self.model.train()
+        point = curve_point(dict(zip(self.keys, dists, strict=True)), self.counts, self.pairs)
+        append_log(self.out / LOG_NAME, {"event": "curve", "step": step, "epoch": epoch,
+                                         "stage": stage.index + 1, "objective": stage.objective,
+                                         **point})
 
 
 def score_run_cells(run_dir, which: str = "train", adapter: str | None = "adapter",
