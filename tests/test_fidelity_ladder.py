@@ -260,3 +260,18 @@ def test_report_without_the_train_question_column(ladder_run, tmp_path):
     md = (run / "report" / "report.md").read_text()
     assert "no data — no counterfactual pair at any level" in md
     assert "No counterfactual pair at any level" in md
+
+
+def test_cli_eval_references_in_sample(tmp_path, capsys):
+    import pandas as pd
+
+    from acealign.cli import main
+
+    split = tmp_path / "split.json"
+    assert main(["data", "split", "--kind", "question", "--countries", "egypt", "--out", str(split)]) == 0
+    assert main(["eval", "--split", str(split), "--references", "--granularity", "4", "--in-sample",
+                 "--out", str(tmp_path / "eval")]) == 0
+    capsys.readouterr()
+    df = pd.read_parquet(tmp_path / "eval" / "country-marginal" / "predictions.parquet")
+    assert df["train_question"].any() and df["eval_question"].any()
+    assert not (df["train_question"] & df["eval_question"]).any()

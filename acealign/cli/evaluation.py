@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     add_dtype_option(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise-ceiling resample (0)")
+    p.add_argument("--in-sample", action="store_true",
+                   help="also score the training questions' cells (flag train_question; never in S): "
+                   "the in-sample level of the effect-fidelity ladder")
     add_backend_options(p)
     add_json_option(p)
     p.set_defaults(func=cmd_eval)
@@ -99,14 +102,14 @@ def cmd_eval(args) -> int:
     data = load_survey(args.data)
     split = Split.load(args.split, data)
     if args.references:
-        results = ev.write_references(data, split, args.out, gs, args.min_n, args.seed)
+        results = ev.write_references(data, split, args.out, gs, args.min_n, args.seed, args.in_sample)
     else:
         results = [
             ev.evaluate(
                 model, args.adapter, args.prompt, data=data, split=split, out_dir=args.out,
                 granularities=gs, min_n=args.min_n, method_name=args.method_name, device=args.device,
                 dtype=args.dtype, batch_size=args.batch_size, split_path=args.split,
-                scoring_mode=args.scoring_mode, backend=spec,
+                scoring_mode=args.scoring_mode, backend=spec, in_sample=args.in_sample,
             )
         ]
     rows = []
