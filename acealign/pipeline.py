@@ -227,7 +227,7 @@ def run_pipeline(
     from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint
     from .models import check_model
     from .prompts import get_template
-    from .report.build import build_report, update_manifest
+    from .report.build import build_report, read_manifest, update_manifest
     from .scoring import SCORING_MODES
     from .splits import check_split
     from .train import resolve_config, train
@@ -277,7 +277,9 @@ def run_pipeline(
     split = make_split(data, prof, split_path)
     update_manifest(
         out, name=out.name, profile=prof.name,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # a continued run keeps the time it was started; ``updated``: the latest start
+        created=(read_manifest(out) or {}).get("created") or _now(),
+        updated=_now(),
         model=model, data=str(data.source), split="split.json", device=device,
         methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
         seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode,
@@ -366,6 +368,10 @@ def run_pipeline(
     report = build_report(out)
     _say(f"done in {wall / 60:.1f} min (peak memory {peak_mb:.0f} MiB): {report.html}")
     return manifest
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _release_memory() -> None:

@@ -88,7 +88,10 @@ def test_run_pipeline_end_to_end_and_resume(tmp_path, tiny_data_dir, tiny_model_
     monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(scoring, "score_cells_detailed", lambda *a, **k: pytest.fail("scored again"))
     monkeypatch.setattr(pipeline, "_fresh", lambda *a, **k: pytest.fail("model copied again"))
-    run_pipeline(out, tiny_profile(), model=str(tiny_model_dir), data_dir=tiny_data_dir, progress=False)
+    monkeypatch.setattr(pipeline, "_now", lambda: "2999-01-01T00:00:00+00:00")
+    again = run_pipeline(out, tiny_profile(), model=str(tiny_model_dir), data_dir=tiny_data_dir, progress=False)
+    # a continued run keeps its creation time and records when it was continued
+    assert again["created"] == manifest["created"] and again["updated"] == "2999-01-01T00:00:00+00:00"
 
 
 def test_unknown_countries_and_methods_are_errors(tmp_path, tiny_data_dir):
