@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,7 +98,9 @@ class VLLMBackend:
         path = resolve_model_path(model)
         self.tokenizer = load_tokenizer(model, trust_remote_code)
         kwargs = dict(model=path, tokenizer=path, dtype=dtype, seed=seed, logprobs_mode="raw_logprobs",
-                      max_logprobs=-1, enable_prefix_caching=True, trust_remote_code=trust_remote_code)
+                      max_logprobs=-1, enable_prefix_caching=True, trust_remote_code=trust_remote_code,
+                      # the weight-loading bar follows vLLM's log level (the CLI's quiet mode sets it)
+                      use_tqdm_on_load=_verbose())
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         self._lora, self.max_lora_rank = None, 0
@@ -105,6 +108,8 @@ class VLLMBackend:
             self.max_lora_rank = _allowed_rank(max(max_lora_rank, _adapter_rank(adapter) if adapter else 1))
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=self.max_lora_rank)
         kwargs.update(_cpu_settings(kwargs, llm_kwargs or {}))
+        if not _verbose():  # the engine's own processes do not inherit this process's filters
+            os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
         kwargs.update(llm_kwargs or {})
         self.llm = vllm.LLM(**kwargs)
         self._adapters: dict[str, int] = {}
@@ -223,6 +228,10 @@ def _lookup(log_probs: dict[int, float], token: int, r: ScoringRequest) -> float
     return log_probs[token]
 
 
+def _verbose() -> bool:
+    return os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper() in ("DEBUG", "INFO")
+
+
 def _cpu_settings(kwargs: dict, user: dict) -> dict:
     """On a CPU: KV blocks of 32 tokens, not vLLM's 128, so that the prefix cache holds all but
     the last few tokens of a shared prompt (every tree node repeats its prompt); and on a small
@@ -230,8 +239,6 @@ def _cpu_settings(kwargs: dict, user: dict) -> dict:
     scheduler, half of a 2-core machine); and a KV cache of 2 GiB (vLLM's CPU default takes most
     of the machine's memory, and the engine's worker was killed for it here).
     ``VLLM_CPU_OMP_THREADS_BIND`` and ``VLLM_CPU_KVCACHE_SPACE`` (GiB) override these."""
-    import os
-
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
