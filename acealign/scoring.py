@@ -169,6 +169,32 @@ def encode_option(tokenizer, option: str) -> tuple[int, ...]:
     return ids
 
 
+class ContinuationSets:
+    """The continuation token ids of options (:func:`continuation_token_ids`) for one tokenizer,
+    each computed once: a set scans the whole vocabulary, and the same options recur in every
+    request of a question. Shared by the hf engine and the vllm backend."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._texts: list[str] | None = None
+        self._cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+
+    def texts(self) -> list[str]:
+        """Decoded text of every token id (:func:`vocabulary_texts`), computed once."""
+        if self._texts is None:
+            self._texts = vocabulary_texts(self.tokenizer)
+        return self._texts
+
+    def ids(self, option: str, options: Sequence[str]) -> torch.Tensor:
+        """Token ids that continue ``option`` among ``options``, as a LongTensor."""
+        key = (option, tuple(o for o in options if o != option and o.startswith(option)))
+        got = self._cache.get(key)
+        if got is None:
+            got = torch.tensor(continuation_token_ids(self.texts(), option, key[1]), dtype=torch.long)
+            self._cache[key] = got
+        return got
+
+
 # -- engine --------------------------------------------------------------------------------------
 def model_context_length(model) -> int | None:
     cfg = getattr(model, "config", None)
@@ -258,8 +284,7 @@ class OptionScorer:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
         self._option_cache: dict[str, tuple[int, ...]] = {}
-        self._token_texts: list[str] | None = None
-        self._continuation_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+        self.continuations = ContinuationSets(tokenizer)
         self._warned: set[tuple[str, ...]] = set()
 
     # -- tokenization --------------------------------------------------------------------------
@@ -276,18 +301,11 @@ class OptionScorer:
 
     def token_texts(self) -> list[str]:
         """Decoded text of every token id (computed once; used for the continuation sets)."""
-        if self._token_texts is None:
-            self._token_texts = vocabulary_texts(self.tokenizer)
-        return self._token_texts
+        return self.continuations.texts()
 
     def continuation_ids(self, option: str, options: Sequence[str]) -> torch.Tensor:
-        """Token ids that continue ``option`` (see :func:`continuation_token_ids`), cached."""
-        key = (option, tuple(o for o in options if o != option and o.startswith(option)))
-        got = self._continuation_cache.get(key)
-        if got is None:
-            got = torch.tensor(continuation_token_ids(self.token_texts(), option, key[1]), dtype=torch.long)
-            self._continuation_cache[key] = got
-        return got
+        """Token ids that continue ``option`` (:class:`ContinuationSets`), cached."""
+        return self.continuations.ids(option, options)
 
     # -- public API ----------------------------------------------------------------------------
     def log_probs(self, requests: Sequence[ScoringRequest], grad: bool = False) -> list[torch.Tensor]:

@@ -98,3 +98,17 @@ def test_scoring_table_reports_each_methods_estimator():
     assert t.loc["api", "unparseable_share"] == pytest.approx(0.375)
     assert t.loc["api", "samples"] == 40
     assert t.loc["served", "max_boundary_gap"] == 0.125
+
+
+def test_vllm_whole_answer_terms_by_hand():
+    import math
+
+    from acealign.backends.vllm import stop_log_prob_from_continuations, stop_log_prob_from_full
+
+    # continuations with p = 0.1 and 0.2: log(1 - 0.3); none: 0
+    got = stop_log_prob_from_continuations([math.log(0.1), math.log(0.2)])
+    assert got == pytest.approx(math.log(0.7), rel=1e-12)
+    assert stop_log_prob_from_continuations([]) == 0.0
+    # a full distribution over 4 tokens, tokens 1 and 3 continue: log(p0 + p2)
+    full = {0: math.log(0.4), 1: math.log(0.3), 2: math.log(0.2), 3: math.log(0.1)}
+    assert stop_log_prob_from_full(full, {1, 3}) == pytest.approx(math.log(0.6), rel=1e-12)

@@ -34,14 +34,14 @@ class BoundaryTerm:
     gap: float
 
 
-def _log1mexp(x: float) -> float:
+def log1mexp(x: float) -> float:
     """log(1 - exp(x)) for x <= 0, accurate both near 0 and for very negative x."""
     if x >= 0:
         return -math.inf
     return math.log(-math.expm1(x)) if x > -math.log(2) else math.log1p(-math.exp(x))
 
 
-def _logsumexp(values: Sequence[float]) -> float:
+def logsumexp(values: Sequence[float]) -> float:
     if not values:
         return -math.inf
     m = max(values)
@@ -68,8 +68,8 @@ def boundary_term(top: Mapping[str, float], option: str, options: Sequence[str] 
     rests = extension_rests(option, options)
     cont = [lp for t, lp in top.items() if token_continues(t, option, rests)]
     stop = [lp for t, lp in top.items() if not token_continues(t, option, rests)]
-    log_n = _logsumexp(stop)
-    stop_lp = _log1mexp(_logsumexp(cont))
+    log_n = logsumexp(stop)
+    stop_lp = log1mexp(logsumexp(cont))
     # Rounding (or a server whose lps sum past 1) can put log(1 - S) below the returned
     # non-continuation mass, which P(stop) certainly includes.
     stop_lp = max(stop_lp, log_n)

@@ -29,18 +29,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from ..scoring import (
     SCORING_MODES,
+    ContinuationSets,
     ScoringRequest,
-    continuation_token_ids,
     encode_option,
     encode_prompt,
     option_tree,
-    vocabulary_texts,
+    renormalize,
 )
 from . import BackendError, Scored, normalized
+from .estimates import log1mexp, logsumexp
 
 MAX_IDS_BY_NAME = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS
 
@@ -48,23 +49,14 @@ MAX_IDS_BY_NAME = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS
 def stop_log_prob_from_continuations(continuation_log_probs: Sequence[float]) -> float:
     """log(1 - sum_c p(c)): the whole-answer term (Eq. 2 for the *whole* answer, see
     :func:`acealign.scoring.answer_log_likelihood`) from the log-probabilities of the tokens that
-    would continue the answer. An empty set gives 0."""
-    if len(continuation_log_probs) == 0:
-        return 0.0
-    s = math.fsum(math.exp(lp) for lp in continuation_log_probs)
-    if s >= 1.0:
-        return -math.inf
-    return math.log1p(-s)
+    would continue the answer, in log space. An empty set gives 0."""
+    return log1mexp(logsumexp(continuation_log_probs))
 
 
 def stop_log_prob_from_full(log_probs: dict[int, float], continuation: set[int]) -> float:
     """The whole-answer term from a full next-token distribution: logsumexp over the tokens
     outside the continuation set (exact also when the continuation mass is near 1)."""
-    rest = np.array([lp for t, lp in log_probs.items() if t not in continuation], dtype=np.float64)
-    if rest.size == 0:
-        return -math.inf
-    m = rest.max()
-    return float(m + np.log(np.exp(rest - m).sum()))
+    return logsumexp([lp for t, lp in log_probs.items() if t not in continuation])
 
 
 class VLLMBackend:
@@ -117,7 +109,7 @@ class VLLMBackend:
             self._lora = self._lora_request(adapter)
         self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.max_length = self.llm.llm_engine.model_config.max_model_len
-        self._texts: list[str] | None = None
+        self._continuations = ContinuationSets(self.tokenizer)
 
     def close(self) -> None:
         """Stop the engine process now rather than at interpreter exit."""
@@ -161,7 +153,7 @@ class VLLMBackend:
 
         plans = [self._plan(i, r) for i, r in enumerate(requests)]
         prompts, params, where = [], [], []
-        for b, (ids, _, nodes) in enumerate(plans):
+        for b, (ids, _, nodes, _) in enumerate(plans):
             for node, want in nodes.items():
                 prompts.append(TokensPrompt(prompt_token_ids=ids + list(node)))
                 by_name = len(want) <= MAX_IDS_BY_NAME
@@ -179,7 +171,8 @@ class VLLMBackend:
         return [self._combine(requests[b], plans[b], got[b]) for b in range(len(plans))]
 
     def _plan(self, i: int, r: ScoringRequest):
-        """(prompt ids, option token ids, {tree node: token ids needed there}) of one request."""
+        """(prompt ids, option token ids, {tree node: token ids needed there}, each option's
+        continuation ids (whole mode)) of one request."""
         ids = encode_prompt(self.tokenizer, r.prompt)
         opts = [encode_option(self.tokenizer, o) for o in r.options]
         longest = len(ids) + max(len(o) for o in opts)
@@ -187,6 +180,7 @@ class VLLMBackend:
             raise ValueError(f"request {i}: prompt of {len(ids)} tokens plus its options needs {longest} "
                              f"positions, more than the model's context of {self.max_length}")
         whole = self.mode == "whole"
+        conts = [set(self._continuations.ids(o, r.options).tolist()) for o in r.options] if whole else []
         nodes: dict[tuple[int, ...], set[int]] = {(): set()}
         for node in option_tree(opts, whole):
             nodes.setdefault(node, set())
@@ -194,30 +188,25 @@ class VLLMBackend:
             for j in range(len(o)):
                 nodes[o[:j]].add(o[j])  # Eq. 2: the option's j-th token after its first j
             if whole:
-                nodes[o] |= set(self._continuations(r.options[k], r.options))
-        return ids, opts, nodes
-
-    def _continuations(self, option: str, options) -> list[int]:
-        if self._texts is None:
-            self._texts = vocabulary_texts(self.tokenizer)
-        return continuation_token_ids(self._texts, option, options)
+                nodes[o] |= conts[k]
+        return ids, opts, nodes, conts
 
     def _combine(self, r: ScoringRequest, plan, got: dict) -> Scored:
-        _, opts, nodes = plan
+        _, opts, nodes, conts = plan
         lls = []
         for k, o in enumerate(opts):
             ll = math.fsum(_lookup(got[o[:j]], o[j], r) for j in range(len(o)))
             if self.mode == "whole":
-                cont = set(self._continuations(r.options[k], r.options))
+                cont = conts[k]
                 if len(nodes[o]) <= MAX_IDS_BY_NAME:
                     ll += stop_log_prob_from_continuations([_lookup(got[o], c, r) for c in cont])
                 else:
                     ll += stop_log_prob_from_full(got[o], cont)
             lls.append(ll)
-        lls = np.array(lls)
+        lls = torch.tensor(lls, dtype=torch.float64)
         if r.scale is not None:
             lls = lls[list(r.scale)]
-        return Scored(normalized(np.exp(lls - lls.max())))
+        return Scored(normalized(renormalize(lls).exp().numpy()))  # Eq. 3
 
 
 def _lookup(log_probs: dict[int, float], token: int, r: ScoringRequest) -> float:
