@@ -82,9 +82,12 @@ class EvalResult:
 def evaluation_cells(
     data: SurveyData, split: Split, granularities=(1, 2, 3, 4), min_n: int = DEFAULT_MIN_N,
     in_sample: bool = False,
+    in_sample_granularities=None,
 ) -> list[EvalCell]:
     """The cells to evaluate (see the module docstring), in a stable order; ``in_sample`` adds the
-    eligible cells of the training questions (flagged ``train_question``) after each country's."""
+    eligible cells of the training questions (flagged ``train_question``) after each country's,
+    of G in ``in_sample_granularities`` (default: ``granularities``; the ladder's in-sample and
+    new-combination levels need G=4 only)."""
     countries = [c for c in split.eval_countries if c in data.countries]
     if not countries:
         raise DataError(
@@ -115,7 +118,8 @@ def evaluation_cells(
                     out.append(EvalCell(cell, False, True, cell.question_key in trained))
                     seen.add((cell.persona, cell.question_key))
         if in_sample:
-            out += _in_sample_cells(data, granularities, min_n, country, trained, heldout_combos, seen)
+            gs = granularities if in_sample_granularities is None else in_sample_granularities
+            out += _in_sample_cells(data, gs, min_n, country, trained, heldout_combos, seen)
     return out
 
 
@@ -231,13 +235,14 @@ def write_references(
     min_n: int = DEFAULT_MIN_N,
     seed: int = 0,
     in_sample: bool = False,
+    in_sample_granularities=None,
 ) -> list[EvalResult]:
     """Write both reference methods under ``eval_dir/<reference>/`` (always recomputed: cheap),
     on the cells of :func:`evaluation_cells` (with the in-sample cells when ``in_sample``)."""
-    cells = evaluation_cells(data, split, granularities, min_n, in_sample)
+    cells = evaluation_cells(data, split, granularities, min_n, in_sample, in_sample_granularities)
     fp = {"split": split_digest(split), "data": data_digest(data, split_countries(split)),
           "granularities": list(granularities), "min_n": min_n, "seed": seed,
-          **({"in_sample": True} if in_sample else {})}
+          **_in_sample_fingerprint(in_sample, in_sample_granularities)}
     out = []
     for kind in REFERENCE_METHODS:
         frame = reference_predictions(data, cells, kind, seed)
@@ -246,6 +251,15 @@ def write_references(
             "min_n": min_n, "seed": seed, "data": data.source, "fingerprint": {"reference": kind, **fp},
         }))
     return out
+
+
+def _in_sample_fingerprint(in_sample: bool, granularities) -> dict:
+    """The fingerprint fields of the in-sample cells: none without them (earlier evaluations stay
+    valid), their G only when not the evaluation's own."""
+    if not in_sample:
+        return {}
+    return {"in_sample": True,
+            **({} if granularities is None else {"in_sample_granularities": sorted(granularities)})}
 
 
 def adapter_run_config(adapter) -> dict | None:
@@ -308,6 +322,7 @@ def evaluate(
     chat: bool | None = None,
     backend=None,
     in_sample: bool = False,
+    in_sample_granularities=None,
 ) -> EvalResult:
     """Score the evaluation cells of ``split`` with a model and write ``out_dir/<method>/``.
 
@@ -323,6 +338,7 @@ def evaluate(
     settings join the fingerprint. ``in_sample``: also score the training questions' cells
     (flagged ``train_question``; see :func:`evaluation_cells`), for the in-sample level of the
     effect-fidelity ladder; it joins the fingerprint only when True, so earlier evaluations stay valid.
+    ``in_sample_granularities``: G of those cells (default ``granularities``).
     """
     from . import prompts, scoring
 
@@ -352,7 +368,7 @@ def evaluate(
     method = method_name or _default_method_name(adapter, prompt)
     if method in REFERENCE_METHODS:
         raise ValueError(f"method name {method!r} is reserved for a reference")
-    cells = evaluation_cells(data, split, granularities, min_n, in_sample)
+    cells = evaluation_cells(data, split, granularities, min_n, in_sample, in_sample_granularities)
     if not cells:
         raise DataError("the split leaves no cell to evaluate (check eval questions, countries and min_n)")
     directory = Path(out_dir) / method
@@ -360,8 +376,8 @@ def evaluate(
                                    granularities, min_n, device)
     if backend.name != "hf":  # its precision is the engine's (or the server's), not acealign's
         fingerprint.update(backend.settings(), dtype=dtype if backend.name == "vllm" else None)
-    if in_sample:  # only when set: fingerprints of evaluations made before the option still match
-        fingerprint["in_sample"] = True
+    # only when set: fingerprints of evaluations made before the option still match
+    fingerprint.update(_in_sample_fingerprint(in_sample, in_sample_granularities))
     settings = {
         "model": _model_name(model),
         "adapter": None if adapter is None else str(Path(adapter).resolve()),
@@ -376,6 +392,8 @@ def evaluate(
         "granularities": list(granularities),
         "min_n": min_n,
         "in_sample": in_sample,
+        **({"in_sample_granularities": list(in_sample_granularities)}
+           if in_sample and in_sample_granularities is not None else {}),
         "fingerprint": fingerprint,
     }
     done = _finished(directory, fingerprint, cells)

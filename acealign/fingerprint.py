@@ -102,6 +102,8 @@ def training_fingerprint(cfg: dict, split, data) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg.get("data", {}).pop("split", None)
     cfg.get("data", {}).pop("dir", None)
+    if not cfg.get("optim", {}).get("causal_lr", 1):  # unset: runs made before the key still match
+        cfg["optim"].pop("causal_lr", None)
     return {"config": cfg, "split": split_digest(split), "data": data_digest(data, split_countries(split))}
 
 

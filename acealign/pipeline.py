@@ -64,6 +64,12 @@ class Profile:
     # Also evaluate every method on the training questions' cells (flag train_question), for the
     # in-sample level of the effect-fidelity ladder; off by default: it scores many more cells.
     in_sample_fidelity: bool = False
+    # G of those in-sample cells (None: ``granularities``); the ladder's in-sample and
+    # new-combination levels use G=4 pairs only, so (4,) scores a fifth of the cells.
+    in_sample_granularities: tuple[int, ...] | None = None
+    # Training-config overrides for one method only (method -> {dotted key: value}), on top of
+    # ``train``: settings chosen per method family on validation questions.
+    method_train: dict = field(default_factory=dict)
 
 
 PROFILES: dict[str, Profile] = {
@@ -116,6 +122,39 @@ PROFILES: dict[str, Profile] = {
                "optim.lr": 1e-3, "train.batch_size": 32, "train.checkpoint_every": 4},
         eval_batch_size=32,
     ),
+    # A fair CPU budget for effect learning (effect-learning issue): the quick slice, every
+    # objective, pairs spread over all training questions, settings chosen on the validation
+    # questions of the three countries (README, "The standard profile").
+    "standard": Profile(
+        name="standard",
+        description=(
+            "the quick profile's slice (United States, Chile, Egypt: one country per tier; 15% of "
+            "the questions for evaluation, 10% of the rest for validation, the paper's two held-out "
+            "G=4 combinations) with every objective (anchor-only, causal-only, ACE-Align, joint "
+            "Eq. 14, distribution matching, ACE+distribution), one adapter per method across the "
+            "three countries, trained on STANDARD_PAIRS G=4 counterfactual pairs drawn from all "
+            "training questions; settings chosen on the validation questions of the three "
+            "countries; in-sample G=4 cells scored for the effect-fidelity ladder and learning "
+            "curves logged; question-first prompts; CPU, bf16 matmuls where the CPU has them"
+        ),
+        countries=("united_states", "chile", "egypt"),
+        eval_frac=0.15,
+        template="paper-question-first",
+        prompt_baselines=(("anthropological", "anthropological-question-first"),),
+        train={
+            "data.max_pairs": 576,
+            "data.group_by_question": False,
+            "lora.top_layers": 4,
+            "optim.lr": 1e-3,
+            "train.batch_size": 32,
+            "train.checkpoint_every": 6,
+            "eval.curve_every": 6,
+        },
+        method_train={},
+        eval_batch_size=32,
+        in_sample_fidelity=True,
+        in_sample_granularities=(4,),
+    ),
     "full": Profile(
         name="full",
         description=(
@@ -141,6 +180,9 @@ CALIBRATION = {
                    ("persona-first", "float32"): 0.13, ("persona-first", "mixed-bf16"): 0.06},
     "train_pair_epoch": {"float32": 0.104, "mixed-bf16": 0.075},
     "per_method_overhead_s": 5.0,
+    # pairs spread over all training questions (data.group_by_question = false) against whole
+    # questions, same pairs and steps (README, "Pairs spread over questions": 217 s / 94 s)
+    "spread_pairs_factor": 2.3,
 }
 
 
@@ -152,14 +194,20 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
 
     precision = precision if precision in CALIBRATION["train_pair_epoch"] else "float32"
     kind = "question-first" if "question-first" in prof.template else "persona-first"
-    cells = len(evaluation_cells(data, split, prof.granularities, prof.min_n, prof.in_sample_fidelity))
+    cells = len(evaluation_cells(data, split, prof.granularities, prof.min_n, prof.in_sample_fidelity,
+                                 prof.in_sample_granularities))
     scored = 1 + len(prof.prompt_baselines) + len(prof.methods) * len(prof.seeds)
-    cfg = resolve_config(None, _profile_overrides(prof))
-    pairs = len(training_pairs(data, split, cfg)) if prof.methods else 0
-    epochs = cfg["train"]["epochs"]
     runs = len(prof.methods) * len(prof.seeds)
+    pairs = epochs = 0
+    train_s = 0.0
+    for method in prof.methods:  # a method's own overrides may change its pairs and epochs
+        cfg = resolve_config(None, [f"method={_toml(method)}", *_profile_overrides(prof, method)])
+        pairs, epochs = len(training_pairs(data, split, cfg)), cfg["train"]["epochs"]
+        rate = CALIBRATION["train_pair_epoch"][precision]
+        if not cfg["data"]["group_by_question"]:  # pairs of many questions share no prefix
+            rate *= CALIBRATION["spread_pairs_factor"]
+        train_s += pairs * epochs * len(prof.seeds) * rate
     score_s = cells * scored * CALIBRATION["score_cell"][(kind, precision)]
-    train_s = pairs * epochs * runs * CALIBRATION["train_pair_epoch"][precision]
     overhead = (scored + runs) * CALIBRATION["per_method_overhead_s"]
     return {"cells": cells, "scored_methods": scored, "pairs": pairs, "epochs": epochs,
             "training_runs": runs, "score_s": score_s, "train_s": train_s,
@@ -297,6 +345,7 @@ def run_pipeline(
             "min_n": prof.min_n,
             "max_pairs": prof.train.get("data.max_pairs", 0),
             "training": {k: v for k, v in prof.train.items()},
+            **({"method_training": prof.method_train} if prof.method_train else {}),
             "description": prof.description,
         },
     )
@@ -310,7 +359,8 @@ def run_pipeline(
              f"{est['training_runs']} training runs (~{est['train_s'] / 60:.0f} min), {est['precision']}")
 
     eval_dir = out / "eval"
-    write_references(data, split, eval_dir, prof.granularities, prof.min_n, in_sample=prof.in_sample_fidelity)
+    write_references(data, split, eval_dir, prof.granularities, prof.min_n, in_sample=prof.in_sample_fidelity,
+                     in_sample_granularities=prof.in_sample_granularities)
     stages = [("base", None, prof.template)] + [(m, None, t) for m, t in prof.prompt_baselines]
     adapters: list[tuple[str, Path]] = []
 
@@ -327,7 +377,7 @@ def run_pipeline(
             adapters.append((name, adapter))
             overrides = [f"method={_toml(method)}", f"seed={seed}", f"model.name={_toml(model)}",
                          f"model.template={_toml(prof.template)}",
-                         f"model.dtype={_toml(resolve_dtype(dtype, device))}", *_profile_overrides(prof)]
+                         f"model.dtype={_toml(resolve_dtype(dtype, device))}", *_profile_overrides(prof, method)]
             cfg = resolve_config(None, overrides)
             cfg["data"]["split"] = str(split_path.resolve())
             # A run folder with anything in it is reused only for the same config, split and data.
@@ -358,7 +408,8 @@ def run_pipeline(
                  granularities=prof.granularities, min_n=prof.min_n, method_name=name,
                  device=device, dtype=dtype, batch_size=prof.eval_batch_size, progress=progress,
                  split_path=split_path, scoring_mode=prof.scoring_mode, backend=backend,
-                 in_sample=prof.in_sample_fidelity)
+                 in_sample=prof.in_sample_fidelity,
+                 in_sample_granularities=prof.in_sample_granularities)
         _release_memory()
 
     _say("report")
@@ -395,10 +446,12 @@ def _fresh(model: str, device: str, dtype: str):
     return load_model(model, device=device, dtype=dtype)
 
 
-def _profile_overrides(prof: Profile) -> list[str]:
-    """The training-config overrides a profile sets for every method it trains."""
+def _profile_overrides(prof: Profile, method: str | None = None) -> list[str]:
+    """The training-config overrides a profile sets for every method it trains, then those it
+    sets for ``method`` alone."""
+    settings = {**prof.train, **prof.method_train.get(method, {})}
     return [f"data.min_n={prof.min_n}", f"train.scoring_mode={_toml(prof.scoring_mode)}",
-            *(f"{k}={_toml(v)}" for k, v in prof.train.items())]
+            *(f"{k}={_toml(v)}" for k, v in settings.items())]
 
 
 def _toml(v) -> str:

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from .fileio import atomic_write_text
 from .survey import DataError, SurveyData
 from .training.checkpoint import (
     LOG_NAME,
@@ -81,6 +82,7 @@ from .training.config import (
     validate_config,
 )
 from .training.data import (
+    PAIRS_NAME,
     check_no_eval_cells,
     epoch_order,
     epoch_steps,
@@ -89,6 +91,7 @@ from .training.data import (
     pair_cells,
     pair_requests,
     pairs_digest,
+    pairs_table,
     question_groups,
     split_pairs,
     step_batches,
@@ -116,6 +119,7 @@ from .training.schedule import (
     make_optimizer,
     objective_name,
     stage_at,
+    stage_lr,
     stage_runs,
     stages,
     total_steps,
@@ -189,6 +193,7 @@ def train(
     pairs = training_pairs(data, split, cfg)
     if accelerator.is_main_process:
         write_json_atomic(out / CONFIG_NAME, cfg)
+        atomic_write_text(out / PAIRS_NAME, pairs_table(pairs))  # what "in-sample" means later
 
     # 3. Model + LoRA (seeded), step plan, optimizer, scorer, prompts; then the run's state.
     model, tokenizer = seeded_lora_model(cfg, model, tokenizer, accelerator)
@@ -278,8 +283,9 @@ class _Run:
     def new_optimizer(self, stage: Stage) -> None:
         """AdamW + LR schedule over ``stage``'s steps ("keep": one over the whole run)."""
         n_steps = stage.steps if self.fresh else total_steps(self.plan)
-        self.optimizer, self.scheduler = make_optimizer(self.params, self.cfg["optim"], n_steps,
-                                                        self.accelerator)
+        ocfg = self.cfg["optim"]
+        self.optimizer, self.scheduler = make_optimizer(self.params, ocfg, n_steps, self.accelerator,
+                                                        lr=stage_lr(ocfg, stage.weights))
 
     def resume(self) -> None:
         """Continue from the latest checkpoint; the log loses what was written after it."""

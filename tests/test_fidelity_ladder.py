@@ -113,6 +113,22 @@ def test_fidelity_ladder_by_hand():
     assert tests.loc["new_questions", ["n_questions", "pairs"]].tolist() == [2, 2]
 
 
+def test_trained_pairs_limit_the_in_sample_level_only():
+    df = ladder_table()
+    every = fidelity.ladder_pairs(df)
+    in_sample = every[every["level"] == "in_sample"]
+    key = in_sample[fidelity.PAIR_KEYS].iloc[[0]]
+    # The trained pair stays in-sample; an unrelated trained key changes nothing elsewhere.
+    kept = fidelity.ladder_pairs(df, trained=key)
+    assert (kept["level"] == "in_sample").sum() == (in_sample[fidelity.PAIR_KEYS] == key.iloc[0]).all(axis=1).sum()
+    other = key.assign(context="not,a,context")
+    none = fidelity.ladder_pairs(df, trained=other)
+    assert "in_sample" not in set(none["level"])
+    for frame in (kept, none):
+        for level in ("new_combinations", "new_questions"):
+            assert (frame["level"] == level).sum() == (every["level"] == level).sum()
+
+
 def test_fidelity_ladder_levels_without_pairs_are_absent_and_seeds_collapse():
     df = ladder_table()
     old = df[df["eval_question"]].drop(columns=["train_question"])  # a table from before the flag
@@ -275,3 +291,26 @@ def test_cli_eval_references_in_sample(tmp_path, capsys):
     df = pd.read_parquet(tmp_path / "eval" / "country-marginal" / "predictions.parquet")
     assert df["train_question"].any() and df["eval_question"].any()
     assert not (df["train_question"] & df["eval_question"]).any()
+
+
+def test_in_sample_granularities_limit_only_the_added_cells(egypt, tmp_path):
+    data, sp = egypt
+    all_g = ev.evaluation_cells(data, sp, (1, 4), in_sample=True)
+    g4 = ev.evaluation_cells(data, sp, (1, 4), in_sample=True, in_sample_granularities=(4,))
+    base = ev.evaluation_cells(data, sp, (1, 4))
+
+    def keys(cells):
+        return [(c.cell.persona, c.cell.question_key, c.eval_question, c.heldout_persona,
+                 c.train_question) for c in cells]
+
+    added = {k for k in keys(g4)} - set(keys(base))
+    assert added and {k[0].granularity for k in added} == {4}
+    assert set(keys(base)) <= set(keys(g4))  # the evaluation cells are unchanged
+    assert [k for k in keys(all_g) if k[4] and k[0].granularity == 4] == [k for k in keys(g4) if k[4]]
+    # The ladder's two training-question levels need only G=4 pairs: same levels either way.
+    lads = [fidelity.fidelity_ladder(ev.reference_predictions(data, cells, "country-marginal"), n_boot=5, n_ci=0)
+            for cells in (all_g, g4)]
+    pd.testing.assert_frame_equal(lads[0], lads[1])
+    # The references record the G in their fingerprint (only when given).
+    res = ev.write_references(data, sp, tmp_path / "refs", (4,), in_sample=True, in_sample_granularities=(4,))
+    assert json.loads((res[0].directory / "eval.json").read_text())["fingerprint"]["in_sample_granularities"] == [4]

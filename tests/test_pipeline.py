@@ -117,6 +117,7 @@ def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(t
         "score_cell": {("persona-first", "float32"): 0.5, ("question-first", "float32"): 0.25},
         "train_pair_epoch": {"float32": 2.0},
         "per_method_overhead_s": 10.0,
+        "spread_pairs_factor": 3.0,
     })
     prof = tiny_profile()
     split = make_question_split(tiny_data, eval_frac=prof.eval_frac, seed=0, heldout=prof.heldout)
@@ -127,6 +128,35 @@ def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(t
     assert est["cells"] == cells and est["pairs"] == pairs == 8 and est["precision"] == "float32"
     # base + anthropological + 2 trained methods scored; 2 training runs of 2 epochs
     assert est["scored_methods"] == 4 and est["training_runs"] == 2
-    assert est["total_s"] == pytest.approx(cells * 4 * 0.5 + 8 * 2 * 2 * 2.0 + (4 + 2) * 10.0)
+    assert est["total_s"] == pytest.approx(cells * 4 * 0.5 + 8 * 2 * 2 * 2.0 * 3.0 + (4 + 2) * 10.0)
+    # Pairs from whole questions share prefixes (no spread factor); a method's own overrides
+    # (here: one epoch for ace) count for that method only.
+    grouped = tiny_profile(train={**prof.train, "data.group_by_question": True},
+                           method_train={"ace": {"train.epochs": 1}})
+    est = P.estimate_wall_time(grouped, tiny_data, split, "float32")
+    assert est["train_s"] == pytest.approx(8 * 2 * 2.0 + 8 * 1 * 2.0)
     qf = P.estimate_wall_time(tiny_profile(template="paper-question-first"), tiny_data, split, "float32")
     assert qf["score_s"] == pytest.approx(cells * 4 * 0.25)
+
+
+def test_method_train_overrides_apply_to_their_method_only():
+    import acealign.pipeline as P
+    from acealign.train import resolve_config
+
+    prof = tiny_profile(method_train={"ace": {"optim.causal_lr": 1e-4, "optim.lr": 3e-4}})
+    cfg = {m: resolve_config(None, [f"method={json.dumps(m)}", *P._profile_overrides(prof, m)])
+           for m in ("anchor", "ace")}
+    assert (cfg["anchor"]["optim"]["lr"], cfg["anchor"]["optim"]["causal_lr"]) == (1e-3, 0.0)
+    assert (cfg["ace"]["optim"]["lr"], cfg["ace"]["optim"]["causal_lr"]) == (3e-4, 1e-4)
+    assert cfg["ace"]["train"]["batch_size"] == 4  # the profile-wide overrides still apply
+
+
+def test_standard_profile_scores_g4_in_sample_cells_and_logs_curves():
+    import acealign.pipeline as P
+    from acealign.train import resolve_config
+
+    prof = PROFILES["standard"]
+    assert prof.in_sample_fidelity and prof.in_sample_granularities == (4,)
+    for m in prof.methods:
+        cfg = resolve_config(None, [f"method={json.dumps(m)}", *P._profile_overrides(prof, m)])
+        assert cfg["eval"]["curve_every"] > 0 and not cfg["data"]["group_by_question"]

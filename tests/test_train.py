@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -97,6 +99,8 @@ def test_config_file_and_overrides(tmp_path):
         (["lora.dropout=1.0"], "lora.dropout"),
         (['train.stage_optimizer="reset"'], "train.stage_optimizer must be one of fresh, keep"),
         (['train.scoring_mode="partial"'], "train.scoring_mode must be one of whole, literal"),
+        (["optim.causal_lr=-1e-3"], "optim.causal_lr must be >= 0"),
+        (['optim.causal_lr=1e-3', 'train.stage_optimizer="keep"'], "optim.causal_lr needs"),
         # ace has two stages: one step cannot train both.
         (["train.max_steps=1"], "max_steps=1 is fewer than the 2 stages of method 'ace'"),
     ],
@@ -281,6 +285,18 @@ def test_outputs_and_paper_schedule(tmp_path, tiny_data, split):
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"] == "ace" and saved["data"]["max_pairs"] == 4
     assert saved["train"]["stage_optimizer"] == "fresh" and saved["train"]["scoring_mode"] == "whole"
+    # pairs.csv names the trained pairs as the analyses' prediction pairs name them.
+    from acealign.analyses.common import prediction_pairs
+    from acealign.evaluate import EvalCell, predictions_frame
+    from acealign.personas import eligible_cells
+
+    trained = pd.read_csv(out / "pairs.csv", dtype=str, keep_default_na=False)
+    assert len(trained) == 4 and list(trained.columns) == ["country", "question_key", "attribute", "context"]
+    cells = eligible_cells(tiny_data, (4,), saved["data"]["min_n"]).cells
+    frame = predictions_frame(tiny_data, [EvalCell(c, False, False, True) for c in cells], "m",
+                              [np.full(len(c.counts), 1 / len(c.counts)) for c in cells])
+    formed = prediction_pairs(frame)[list(trained.columns)].astype(str)
+    assert set(map(tuple, trained.to_numpy())) <= set(map(tuple, formed.to_numpy()))
     evals = json.loads((out / "eval.json").read_text())
     assert set(evals["train"]) == {"before", "epoch-1", "epoch-2", "after"}
     assert all(0 <= v <= 1 for v in evals["train"].values())
@@ -382,6 +398,12 @@ def test_each_stage_has_its_own_lr_schedule(tmp_path, tiny_data, split):
     assert lrs["fresh"] == pytest.approx([1, 0.75, 0.5, 0.25] * 2)
     # ...or over the whole run's 8 steps with one schedule.
     assert lrs["keep"] == pytest.approx([1 - i / 8 for i in range(8)])
+
+
+def test_causal_stage_lr(tmp_path, tiny_data, split):
+    # optim.causal_lr sets the base LR of the causal-only stage; the anchor stage keeps optim.lr.
+    out = run(tmp_path, tiny_data, split, ["train.batch_size=1", "optim.causal_lr=1e-3"]).out
+    assert [r["lr"] for r in read_log(out) if "loss" in r] == pytest.approx([1e-2] * 4 + [1e-3] * 4)
 
 
 @pytest.mark.parametrize(

@@ -36,3 +36,13 @@ def test_run_dir_checks(tmp_path):
     (tmp_path / "adapter").mkdir()
     with pytest.raises(ValueError, match="already holds a run"):
         check_run_dir(tmp_path, cfg, resume=False)
+
+
+def test_stage_lr_applies_causal_lr_to_causal_only_stages():
+    from acealign.training.schedule import stage_lr
+
+    o = {"lr": 1e-3, "causal_lr": 1e-4}
+    assert stage_lr(o, {"causal": 1.0}) == 1e-4
+    assert stage_lr(o, {"anchor": 1.0}) == 1e-3
+    assert stage_lr(o, {"anchor": 1.0, "causal": 30.0}) == 1e-3  # joint Eq. 14: one stage, optim.lr
+    assert stage_lr({"lr": 1e-3, "causal_lr": 0.0}, {"causal": 1.0}) == 1e-3  # 0 = unset

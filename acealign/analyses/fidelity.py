@@ -221,13 +221,22 @@ def pair_levels(pairs: pd.DataFrame) -> np.ndarray:
     return np.array([pair_level(*flags) for flags in zip(evq, *cols, strict=True)], dtype=object)
 
 
-def ladder_pairs(df: pd.DataFrame) -> pd.DataFrame:
+def ladder_pairs(df: pd.DataFrame, trained: pd.DataFrame | None = None) -> pd.DataFrame:
     """Counterfactual pairs of every row of ``df`` (not only the evaluation rows) with their
     ``level`` (:func:`pair_levels`) and per-pair measures (:func:`pair_measures`, Eq. 11); pairs
-    of no level are left out. A table without ``train_question`` has no in-sample pairs."""
+    of no level are left out. A table without ``train_question`` has no in-sample pairs.
+
+    ``trained``: the pairs the adapters were trained on (columns :data:`PAIR_KEYS`, e.g. a training
+    run's ``pairs.csv``); when given, the in-sample level keeps only those, for every method, so
+    that it measures the training pairs themselves and not the other pairs of the training
+    questions (a run that subsamples pairs trains on a part of them)."""
     pairs = prediction_pairs(with_flags(df), extra=FLAG_COLUMNS)
     if len(pairs):
         pairs = pairs.assign(level=pair_levels(pairs))
+        if trained is not None:
+            keys = pd.MultiIndex.from_frame(trained[PAIR_KEYS].astype(str))
+            was_trained = pd.MultiIndex.from_frame(pairs[PAIR_KEYS].astype(str)).isin(keys)
+            pairs.loc[(pairs["level"] == IN_SAMPLE) & ~was_trained, "level"] = None
         pairs = pairs[pairs["level"].notna()].reset_index(drop=True)
     if pairs.empty:
         return pairs.assign(level=[], d_cdf=[], dm=[], dd=[])

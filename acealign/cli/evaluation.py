@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--in-sample", action="store_true",
                    help="also score the training questions' cells (flag train_question; never in S): "
                    "the in-sample level of the effect-fidelity ladder")
+    p.add_argument("--in-sample-granularity", metavar="LIST",
+                   help="G of the --in-sample cells (default: --granularity); the ladder's in-sample and "
+                   "new-combination levels use G=4 only")
     add_backend_options(p)
     add_json_option(p)
     p.set_defaults(func=cmd_eval)
@@ -93,6 +96,11 @@ def cmd_eval(args) -> int:
         raise UsageError("--min-n must be at least 1")
     if args.references and (args.adapter or args.method_name or args.model or args.prompt):
         raise UsageError("--references takes no --model, --adapter, --prompt or --method-name")
+    in_gs = None
+    if args.in_sample_granularity is not None:
+        if not args.in_sample:
+            raise UsageError("--in-sample-granularity needs --in-sample")
+        in_gs = _granularities(args.in_sample_granularity)
     spec = backend_spec(args)
     model = args.model
     if model is None:
@@ -102,7 +110,8 @@ def cmd_eval(args) -> int:
     data = load_survey(args.data)
     split = Split.load(args.split, data)
     if args.references:
-        results = ev.write_references(data, split, args.out, gs, args.min_n, args.seed, args.in_sample)
+        results = ev.write_references(data, split, args.out, gs, args.min_n, args.seed, args.in_sample,
+                                      in_gs)
     else:
         results = [
             ev.evaluate(
@@ -110,6 +119,7 @@ def cmd_eval(args) -> int:
                 granularities=gs, min_n=args.min_n, method_name=args.method_name, device=args.device,
                 dtype=args.dtype, batch_size=args.batch_size, split_path=args.split,
                 scoring_mode=args.scoring_mode, backend=spec, in_sample=args.in_sample,
+                in_sample_granularities=in_gs,
             )
         ]
     rows = []

@@ -37,7 +37,7 @@ from ..survey import DataError
 from . import figures as F
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_table
 from .render import Section, render_html, render_markdown
-from .tables import analyse, learning_curves
+from .tables import analyse, learning_curves, trained_pairs
 
 MANIFEST = "run.json"
 PREDICTIONS = "predictions.parquet"
@@ -152,7 +152,7 @@ def build_report(
     manifest = read_manifest(run_dir)
     # Seed runs (ace-s0, ace-s1, ...) stay separate: analyse scores each seed on its own predictions.
     df = load_predictions(paths)
-    t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed)
+    t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed, trained_pairs(run_dir))
     t["learning_curves"], stage_starts = learning_curves(run_dir)  # training logs, if any
     tier_map = load_tiers(tiers_path)
 
@@ -426,7 +426,9 @@ def _ladder_section(t, primary, n_boot, L) -> Section:
         "objective fit the effects at all?), **new persona combinations** (training questions, an "
         "end is a held-out G=4 combination: compositional generalization) and **new questions** "
         "(evaluation questions: transfer). In-sample pairs exist only when the methods were "
-        "evaluated with `in_sample` (cells flagged `train_question`). 95% CIs over whole questions "
+        "evaluated with `in_sample` (cells flagged `train_question`); when the run's training folders "
+        "list their pairs (`train/<method>/pairs.csv`), the in-sample level is limited to those "
+        "pairs. 95% CIs over whole questions "
         f"({n_boot} resamples).\n\n" + ladder_sentences(t["fidelity_ladder"], t["fidelity_ladder_tests"], primary),
         [("fidelity_ladder", "Mean CDF distance ×1000 per method and level, with the level's references",
           L(t["fidelity_ladder"])),

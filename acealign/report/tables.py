@@ -54,10 +54,13 @@ def analyse(
     n_perm: int = 2000,
     tau: float = taxonomy.DEFAULT_TAU,
     seed: int = 0,
+    trained_pairs: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run every analysis; returns tables by name (method ids, scores x100, d_CDF x1000).
 
     ``df``: predictions of every method, seed runs as their own methods (``ace-s0``, ...).
+    ``trained_pairs``: the pairs the run's adapters trained on (:func:`trained_pairs`), which
+    the ladder's in-sample level is then limited to.
     ``n_boot``: resamples of every question-clustered CI (0: none); ``n_perm``: sign patterns of
     the paired tests (all of them when 2^questions <= n_perm).
     """
@@ -76,7 +79,7 @@ def analyse(
     t["fidelity"] = fidelity.per_mille(fid)
     fid_runs = fidelity.run_fidelity(pairs, refs, tau) if len(pairs) else None
     # The ladder: the same distance on in-sample, new-combination and new-question pairs.
-    ladder = fidelity.ladder_pairs(runs)
+    ladder = fidelity.ladder_pairs(runs, trained_pairs)
     t["fidelity_ladder"] = fidelity.fidelity_ladder(runs, tau=tau, n_ci=n_boot, seed=seed, pairs=ladder)
     t["fidelity_ladder_tests"] = fidelity.ladder_tests(ladder, primary, n_perm=n_perm, n_ci=n_boot, seed=seed)
 
@@ -163,6 +166,19 @@ def _with_seed_column(effects: pd.DataFrame) -> pd.DataFrame:
 
 CURVE_COLUMNS = ["method", "step", "stage", "objective", "S", "d_cdf_x1000"]
 STAGE_COLUMNS = ["method", "stage", "first_step", "objective"]
+
+
+def trained_pairs(run_dir) -> pd.DataFrame | None:
+    """The union of the training pairs of every ``RUN_DIR/train/<method>/pairs.csv`` (written by
+    :func:`acealign.train.train`), or None when no run left one (an evaluation-only folder, or
+    runs made before the file existed)."""
+    from ..training.data import PAIR_KEY_COLUMNS, PAIRS_NAME
+
+    files = sorted(Path(run_dir).glob(f"train/*/{PAIRS_NAME}"))
+    if not files:
+        return None
+    frames = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files]
+    return pd.concat(frames, ignore_index=True)[PAIR_KEY_COLUMNS].drop_duplicates().reset_index(drop=True)
 
 
 def learning_curves(run_dir) -> tuple[pd.DataFrame, pd.DataFrame]:

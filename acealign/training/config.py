@@ -149,7 +149,8 @@ def validate_config(cfg: dict) -> None:
     for k, v in {"train.max_steps": t["max_steps"], "train.checkpoint_every": t["checkpoint_every"],
                  "data.max_pairs": cfg["data"]["max_pairs"], "optim.warmup_steps": o["warmup_steps"],
                  "optim.max_grad_norm": o["max_grad_norm"], "lora.top_layers": lora["top_layers"],
-                 "eval.curve_every": cfg["eval"]["curve_every"]}.items():
+                 "eval.curve_every": cfg["eval"]["curve_every"],
+                 "optim.causal_lr": o["causal_lr"]}.items():
         if v < 0:
             raise ValueError(f"{k} must be >= 0, got {v}")
     if not 0 <= lora["dropout"] < 1:
@@ -161,6 +162,9 @@ def validate_config(cfg: dict) -> None:
     if t["stage_optimizer"] not in STAGE_OPTIMIZERS:
         raise ValueError(f"train.stage_optimizer must be one of {', '.join(STAGE_OPTIMIZERS)}, "
                          f"got {t['stage_optimizer']!r}")
+    if o["causal_lr"] and t["stage_optimizer"] != "fresh":
+        raise ValueError("optim.causal_lr needs train.stage_optimizer = \"fresh\" (one optimizer "
+                         "across stages has one learning rate)")
     if t["scoring_mode"] not in SCORING_MODES:
         raise ValueError(f"train.scoring_mode must be one of {', '.join(SCORING_MODES)}, "
                          f"got {t['scoring_mode']!r}")

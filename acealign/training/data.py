@@ -79,6 +79,22 @@ def training_pairs(data: SurveyData, split, cfg: dict) -> list[CounterfactualPai
     return subsample(pairs, d["max_pairs"], cfg["seed"], by_question=d["group_by_question"])
 
 
+PAIRS_NAME = "pairs.csv"  # a run's training pairs, one row each: the ladder's in-sample level
+PAIR_KEY_COLUMNS = ["country", "question_key", "attribute", "context"]
+
+
+def pairs_table(pairs: Sequence[CounterfactualPair]) -> str:
+    """CSV of the pairs' keys as :func:`acealign.analyses.common.prediction_pairs` names them
+    (``context``: the other attributes' values, in attribute order, joined by commas)."""
+    from ..survey import ATTRIBUTES
+
+    lines = [",".join(PAIR_KEY_COLUMNS)]
+    for p in pairs:
+        ctx = ",".join(str(getattr(p.s1, a)) for a in ATTRIBUTES if a != p.attribute)
+        lines.append(f'{p.s1.country},{p.question_key},{p.attribute},"{ctx}"')
+    return "\n".join(lines) + "\n"
+
+
 def check_no_eval_cells(split, pairs: Sequence[CounterfactualPair]) -> None:
     """Refuse pairs on an evaluation question (in an evaluation country) or a validation question.
 

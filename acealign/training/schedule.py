@@ -117,11 +117,19 @@ def total_steps(plan: Sequence[Stage]) -> int:
     return plan[-1].first_step + plan[-1].steps
 
 
-def make_optimizer(params, ocfg: dict, n_steps: int, accelerator=None):
+def stage_lr(ocfg: dict, weights: dict[str, float]) -> float:
+    """Base LR of a stage with objective ``weights``: ``optim.causal_lr`` when the stage trains the
+    causal objective alone and that is set (> 0), else ``optim.lr``."""
+    causal_lr = ocfg.get("causal_lr", 0.0)
+    return causal_lr if causal_lr and set(weights) == {"causal"} else ocfg["lr"]
+
+
+def make_optimizer(params, ocfg: dict, n_steps: int, accelerator=None, lr: float | None = None):
     """A new AdamW and its LR schedule (warm-up, then decay over ``n_steps``): the run's start
-    and, with ``train.stage_optimizer = "fresh"``, every stage change. ``accelerator``: prepare
-    the optimizer with it (device placement, mixed-precision loss scaling)."""
-    optimizer = torch.optim.AdamW(params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]),
+    and, with ``train.stage_optimizer = "fresh"``, every stage change. ``lr``: the base LR
+    (default ``optim.lr``; see :func:`stage_lr`). ``accelerator``: prepare the optimizer with it
+    (device placement, mixed-precision loss scaling)."""
+    optimizer = torch.optim.AdamW(params, lr=ocfg["lr"] if lr is None else lr, betas=tuple(ocfg["betas"]),
                                   eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(ocfg["scheduler"], ocfg["warmup_steps"], n_steps))
