@@ -160,3 +160,7 @@ def test_standard_profile_scores_g4_in_sample_cells_and_logs_curves():
     for m in prof.methods:
         cfg = resolve_config(None, [f"method={json.dumps(m)}", *P._profile_overrides(prof, m)])
         assert cfg["eval"]["curve_every"] > 0 and not cfg["data"]["group_by_question"]
+        assert cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] == 32
+        # the joint method's own beta (an inline TOML table through --set); the others keep 1
+        beta = cfg["methods"]["ace-joint"][0]["causal"]
+        assert beta == (100.0 if m == "ace-joint" else 1.0)
