@@ -242,7 +242,7 @@ def write_references(
     cells = evaluation_cells(data, split, granularities, min_n, in_sample, in_sample_granularities)
     fp = {"split": split_digest(split), "data": data_digest(data, split_countries(split)),
           "granularities": list(granularities), "min_n": min_n, "seed": seed,
-          **_in_sample_fingerprint(in_sample, in_sample_granularities)}
+          **_in_sample_fingerprint(in_sample, in_sample_granularities, granularities)}
     out = []
     for kind in REFERENCE_METHODS:
         frame = reference_predictions(data, cells, kind, seed)
@@ -253,13 +253,13 @@ def write_references(
     return out
 
 
-def _in_sample_fingerprint(in_sample: bool, granularities) -> dict:
+def _in_sample_fingerprint(in_sample: bool, granularities, own) -> dict:
     """The fingerprint fields of the in-sample cells: none without them (earlier evaluations stay
-    valid), their G only when not the evaluation's own."""
+    valid), their G only when not the evaluation's own ``own``."""
     if not in_sample:
         return {}
-    return {"in_sample": True,
-            **({} if granularities is None else {"in_sample_granularities": sorted(granularities)})}
+    same = granularities is None or sorted(granularities) == sorted(own)
+    return {"in_sample": True, **({} if same else {"in_sample_granularities": sorted(granularities)})}
 
 
 def adapter_run_config(adapter) -> dict | None:
@@ -377,7 +377,7 @@ def evaluate(
     if backend.name != "hf":  # its precision is the engine's (or the server's), not acealign's
         fingerprint.update(backend.settings(), dtype=dtype if backend.name == "vllm" else None)
     # only when set: fingerprints of evaluations made before the option still match
-    fingerprint.update(_in_sample_fingerprint(in_sample, in_sample_granularities))
+    fingerprint.update(_in_sample_fingerprint(in_sample, in_sample_granularities, granularities))
     settings = {
         "model": _model_name(model),
         "adapter": None if adapter is None else str(Path(adapter).resolve()),

@@ -82,8 +82,9 @@ PROFILES: dict[str, Profile] = {
             "shared by the two ISSP countries is on the same side for both) and 10% of the rest for "
             "validation, plus the paper's two held-out G=4 persona combinations; the paper's methods "
             "(anchor-only, causal-only, ACE-Align) each trained once across the three countries on "
-            "288 pooled G=4 counterfactual pairs (whole questions, seeded), LoRA on the last 4 "
-            "layers, lr 1e-3, 2 epochs; question-first prompts (persona after the options) so that a "
+            "64 pooled G=4 counterfactual pairs drawn from all training questions (seeded), 8 pairs "
+            "per step, LoRA on the last 4 layers, lr 1e-3, 2 epochs; question-first prompts "
+            "(persona after the options) so that a "
             "question's personas share one prompt prefix; CPU, bf16 matmuls where the CPU has them"
         ),
         countries=("united_states", "chile", "egypt"),
@@ -92,13 +93,15 @@ PROFILES: dict[str, Profile] = {
         template="paper-question-first",
         prompt_baselines=(("anthropological", "anthropological-question-first"),),
         train={
-            # acealign/config/cpu-short.toml; lr 1e-3 was chosen on Egypt's validation questions
-            # for the earlier Egypt-only quick profile and is not re-tuned for this slice
-            "data.max_pairs": 288,
-            "data.group_by_question": True,
+            # lr 1e-3 was chosen on Egypt's validation questions for the earlier Egypt-only quick
+            # profile. Pairs spread over all training questions beat 288 pairs from whole
+            # questions on this slice's validation questions at the same training time (README,
+            # "The standard profile": validation S 73.3 against 70.2, anchor-only, one seed).
+            "data.max_pairs": 64,
+            "data.group_by_question": False,
             "lora.top_layers": 4,
             "optim.lr": 1e-3,
-            "train.batch_size": 32,
+            "train.batch_size": 8,
             "train.checkpoint_every": 4,
         },
         eval_batch_size=32,
@@ -457,7 +460,16 @@ def _profile_overrides(prof: Profile, method: str | None = None) -> list[str]:
     sets for ``method`` alone."""
     settings = {**prof.train, **prof.method_train.get(method, {})}
     return [f"data.min_n={prof.min_n}", f"train.scoring_mode={_toml(prof.scoring_mode)}",
-            *(f"{k}={_toml(v)}" for k, v in settings.items())]
+            *(f"{_toml_key(k)}={_toml(v)}" for k, v in settings.items())]
+
+
+def _toml_key(dotted: str) -> str:
+    """A dotted config key with the parts that are not bare TOML keys quoted
+    (``methods.ace+distribution`` -> ``methods."ace+distribution"``)."""
+    import json
+    import re
+
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else json.dumps(p) for p in dotted.split("."))
 
 
 def _toml(v) -> str:
@@ -468,4 +480,6 @@ def _toml(v) -> str:
         return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(x)}" for k, x in v.items()) + "}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if v is None:
+        raise ValueError("a profile override cannot be None (TOML has no null)")
     return json.dumps(v)

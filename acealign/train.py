@@ -193,7 +193,8 @@ def train(
     pairs = training_pairs(data, split, cfg)
     if accelerator.is_main_process:
         write_json_atomic(out / CONFIG_NAME, cfg)
-        atomic_write_text(out / PAIRS_NAME, pairs_table(pairs))  # what "in-sample" means later
+        if cfg["data"]["context_granularity"] == 4:  # the ladder's pairs are G=4 pairs
+            atomic_write_text(out / PAIRS_NAME, pairs_table(pairs))  # what "in-sample" means later
 
     # 3. Model + LoRA (seeded), step plan, optimizer, scorer, prompts; then the run's state.
     model, tokenizer = seeded_lora_model(cfg, model, tokenizer, accelerator)

@@ -118,13 +118,19 @@ def test_trained_pairs_limit_the_in_sample_level_only():
     every = fidelity.ladder_pairs(df)
     in_sample = every[every["level"] == "in_sample"]
     key = in_sample[fidelity.PAIR_KEYS].iloc[[0]]
-    # The trained pair stays in-sample; an unrelated trained key changes nothing elsewhere.
-    kept = fidelity.ladder_pairs(df, trained=key)
-    assert (kept["level"] == "in_sample").sum() == (in_sample[fidelity.PAIR_KEYS] == key.iloc[0]).all(axis=1).sum()
     other = key.assign(context="not,a,context")
-    none = fidelity.ladder_pairs(df, trained=other)
+    # The trained pair stays in-sample, for the method trained on it; a method without training
+    # pairs of its own (here: anchor is absent from the dict... and so is every prompt method)
+    # is measured on the union of the trained pairs.
+    kept = fidelity.ladder_pairs(df, trained={"ace": key})
+    assert (kept["level"] == "in_sample").sum() == (in_sample[fidelity.PAIR_KEYS] == key.iloc[0]).all(axis=1).sum()
+    assert set(kept.loc[kept["level"] == "in_sample", "method"]) == {"ace", "anchor"}
+    # Per method: anchor trained on other pairs keeps no in-sample pair, ace keeps its own.
+    mixed = fidelity.ladder_pairs(df, trained={"ace": key, "anchor": other})
+    assert set(mixed.loc[mixed["level"] == "in_sample", "method"]) == {"ace"}
+    none = fidelity.ladder_pairs(df, trained={"ace": other, "anchor": other})
     assert "in_sample" not in set(none["level"])
-    for frame in (kept, none):
+    for frame in (kept, mixed, none):
         for level in ("new_combinations", "new_questions"):
             assert (frame["level"] == level).sum() == (every["level"] == level).sum()
 
@@ -311,6 +317,28 @@ def test_in_sample_granularities_limit_only_the_added_cells(egypt, tmp_path):
     lads = [fidelity.fidelity_ladder(ev.reference_predictions(data, cells, "country-marginal"), n_boot=5, n_ci=0)
             for cells in (all_g, g4)]
     pd.testing.assert_frame_equal(lads[0], lads[1])
-    # The references record the G in their fingerprint (only when given).
-    res = ev.write_references(data, sp, tmp_path / "refs", (4,), in_sample=True, in_sample_granularities=(4,))
-    assert json.loads((res[0].directory / "eval.json").read_text())["fingerprint"]["in_sample_granularities"] == [4]
+    # The references record the G in their fingerprint only when they differ from the evaluation's.
+    def fingerprint(gs, in_gs, name):
+        res = ev.write_references(data, sp, tmp_path / name, gs, in_sample=True, in_sample_granularities=in_gs)
+        return json.loads((res[0].directory / "eval.json").read_text())["fingerprint"]
+
+    assert fingerprint((1, 4), (4,), "a")["in_sample_granularities"] == [4]
+    assert "in_sample_granularities" not in fingerprint((4,), (4,), "b")
+    assert fingerprint((4,), (4,), "b") == fingerprint((4,), None, "c")
+
+
+def test_trained_pairs_are_read_per_method_and_bad_files_are_named(tmp_path):
+    from acealign.report.tables import trained_pairs
+    from acealign.survey import DataError
+
+    assert trained_pairs(tmp_path, ["ace"]) is None
+    (tmp_path / "train" / "ace").mkdir(parents=True)
+    (tmp_path / "train" / "ace" / "pairs.csv").write_text(
+        'country,question_key,attribute,context\nNA,"issp/a, b",gender,"College,Urban,Married"\n')
+    got = trained_pairs(tmp_path, ["ace", "base"])
+    assert list(got) == ["ace"]
+    assert got["ace"].iloc[0].tolist() == ["NA", "issp/a, b", "gender", "College,Urban,Married"]
+    (tmp_path / "train" / "anchor").mkdir()
+    (tmp_path / "train" / "anchor" / "pairs.csv").write_text("country,question\nx,y\n")
+    with pytest.raises(DataError, match="anchor.pairs.csv.*expected the columns"):
+        trained_pairs(tmp_path, ["ace", "anchor"])

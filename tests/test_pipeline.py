@@ -149,6 +149,11 @@ def test_method_train_overrides_apply_to_their_method_only():
     assert (cfg["anchor"]["optim"]["lr"], cfg["anchor"]["optim"]["causal_lr"]) == (1e-3, 0.0)
     assert (cfg["ace"]["optim"]["lr"], cfg["ace"]["optim"]["causal_lr"]) == (3e-4, 1e-4)
     assert cfg["ace"]["train"]["batch_size"] == 4  # the profile-wide overrides still apply
+    # a method name that is not a bare TOML key, and an inline table as the value
+    prof = tiny_profile(method_train={"ace+distribution": {
+        "methods.ace+distribution": [{"distribution": 1.0}, {"causal": 2.0}]}})
+    cfg = resolve_config(None, ['method="ace+distribution"', *P._profile_overrides(prof, "ace+distribution")])
+    assert cfg["methods"]["ace+distribution"] == [{"distribution": 1.0}, {"causal": 2.0}]
 
 
 def test_standard_profile_scores_g4_in_sample_cells_and_logs_curves():

@@ -46,3 +46,14 @@ def test_stage_lr_applies_causal_lr_to_causal_only_stages():
     assert stage_lr(o, {"anchor": 1.0}) == 1e-3
     assert stage_lr(o, {"anchor": 1.0, "causal": 30.0}) == 1e-3  # joint Eq. 14: one stage, optim.lr
     assert stage_lr({"lr": 1e-3, "causal_lr": 0.0}, {"causal": 1.0}) == 1e-3  # 0 = unset
+
+
+def test_a_run_saved_before_causal_lr_existed_resumes(tmp_path):
+    cfg = default_config()
+    old = json.loads(json.dumps(cfg))
+    del old["optim"]["causal_lr"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_run_dir(tmp_path, cfg, resume=True)  # missing = 0.0 = what that run did
+    cfg["optim"]["causal_lr"] = 1e-4
+    with pytest.raises(ValueError, match="optim.causal_lr"):
+        check_run_dir(tmp_path, cfg, resume=True)

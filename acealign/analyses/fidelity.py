@@ -221,26 +221,40 @@ def pair_levels(pairs: pd.DataFrame) -> np.ndarray:
     return np.array([pair_level(*flags) for flags in zip(evq, *cols, strict=True)], dtype=object)
 
 
-def ladder_pairs(df: pd.DataFrame, trained: pd.DataFrame | None = None) -> pd.DataFrame:
+def ladder_pairs(df: pd.DataFrame, trained: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Counterfactual pairs of every row of ``df`` (not only the evaluation rows) with their
     ``level`` (:func:`pair_levels`) and per-pair measures (:func:`pair_measures`, Eq. 11); pairs
     of no level are left out. A table without ``train_question`` has no in-sample pairs.
 
-    ``trained``: the pairs the adapters were trained on (columns :data:`PAIR_KEYS`, e.g. a training
-    run's ``pairs.csv``); when given, the in-sample level keeps only those, for every method, so
-    that it measures the training pairs themselves and not the other pairs of the training
-    questions (a run that subsamples pairs trains on a part of them)."""
+    ``trained``: method -> the pairs its adapter was trained on (columns :data:`PAIR_KEYS`, a
+    training run's ``pairs.csv``). When given, the in-sample level keeps only those pairs — a
+    method's own, and for a method without training pairs (the base model, a prompt) the union of
+    all — so that it measures the training pairs themselves and not the other pairs of the
+    training questions (a run that subsamples pairs trains on a part of them)."""
     pairs = prediction_pairs(with_flags(df), extra=FLAG_COLUMNS)
     if len(pairs):
         pairs = pairs.assign(level=pair_levels(pairs))
-        if trained is not None:
-            keys = pd.MultiIndex.from_frame(trained[PAIR_KEYS].astype(str))
-            was_trained = pd.MultiIndex.from_frame(pairs[PAIR_KEYS].astype(str)).isin(keys)
-            pairs.loc[(pairs["level"] == IN_SAMPLE) & ~was_trained, "level"] = None
+        if trained:
+            keep = _trained_mask(pairs, trained)
+            pairs.loc[(pairs["level"] == IN_SAMPLE) & ~keep, "level"] = None
         pairs = pairs[pairs["level"].notna()].reset_index(drop=True)
     if pairs.empty:
         return pairs.assign(level=[], d_cdf=[], dm=[], dd=[])
     return pair_measures(pairs)
+
+
+def _trained_mask(pairs: pd.DataFrame, trained: dict[str, pd.DataFrame]) -> np.ndarray:
+    """Whether each row of ``pairs`` is one of its method's training pairs (see :func:`ladder_pairs`)."""
+    def index(frame):
+        return pd.MultiIndex.from_frame(frame[PAIR_KEYS].astype(str))
+
+    keys = index(pairs)
+    union = index(pd.concat(list(trained.values()), ignore_index=True))
+    out = np.zeros(len(pairs), dtype=bool)
+    for method, rows in pairs.groupby("method").indices.items():
+        own = index(trained[method]) if method in trained else union
+        out[rows] = keys[rows].isin(own)
+    return out
 
 
 def fidelity_ladder(

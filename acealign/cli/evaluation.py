@@ -75,13 +75,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def _granularities(text: str) -> tuple[int, ...]:
+def _granularities(text: str, flag: str = "--granularity") -> tuple[int, ...]:
     try:
         gs = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
     except ValueError:
-        raise UsageError(f"--granularity: expected a list such as 1,2,3,4, got {text!r}") from None
+        raise UsageError(f"{flag}: expected a list such as 1,2,3,4, got {text!r}") from None
     if not gs or any(g < 1 or g > 4 for g in gs):
-        raise UsageError(f"--granularity: values must be 1..4, got {text!r}")
+        raise UsageError(f"{flag}: values must be 1..4, got {text!r}")
     return gs
 
 
@@ -100,7 +100,7 @@ def cmd_eval(args) -> int:
     if args.in_sample_granularity is not None:
         if not args.in_sample:
             raise UsageError("--in-sample-granularity needs --in-sample")
-        in_gs = _granularities(args.in_sample_granularity)
+        in_gs = _granularities(args.in_sample_granularity, "--in-sample-granularity")
     spec = backend_spec(args)
     model = args.model
     if model is None:

@@ -152,7 +152,8 @@ def build_report(
     manifest = read_manifest(run_dir)
     # Seed runs (ace-s0, ace-s1, ...) stay separate: analyse scores each seed on its own predictions.
     df = load_predictions(paths)
-    t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed, trained_pairs(run_dir))
+    t = analyse(df, base, primary, tiers_path, n_boot, n_perm, tau, seed,
+                trained_pairs(run_dir, df["method"].unique()))
     t["learning_curves"], stage_starts = learning_curves(run_dir)  # training logs, if any
     tier_map = load_tiers(tiers_path)
 

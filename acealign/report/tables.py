@@ -41,6 +41,7 @@ from ..analyses.common import (
     unique_pair_counts,
     with_scores,
 )
+from ..survey import DataError
 
 FAIRNESS_METRICS = ["modal_accuracy", "mean", "worst", "best", "gap", "std"]
 
@@ -54,12 +55,12 @@ def analyse(
     n_perm: int = 2000,
     tau: float = taxonomy.DEFAULT_TAU,
     seed: int = 0,
-    trained_pairs: pd.DataFrame | None = None,
+    trained_pairs: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run every analysis; returns tables by name (method ids, scores x100, d_CDF x1000).
 
     ``df``: predictions of every method, seed runs as their own methods (``ace-s0``, ...).
-    ``trained_pairs``: the pairs the run's adapters trained on (:func:`trained_pairs`), which
+    ``trained_pairs``: method -> the pairs its adapter trained on (:func:`trained_pairs`), which
     the ladder's in-sample level is then limited to.
     ``n_boot``: resamples of every question-clustered CI (0: none); ``n_perm``: sign patterns of
     the paired tests (all of them when 2^questions <= n_perm).
@@ -168,17 +169,25 @@ CURVE_COLUMNS = ["method", "step", "stage", "objective", "S", "d_cdf_x1000"]
 STAGE_COLUMNS = ["method", "stage", "first_step", "objective"]
 
 
-def trained_pairs(run_dir) -> pd.DataFrame | None:
-    """The union of the training pairs of every ``RUN_DIR/train/<method>/pairs.csv`` (written by
-    :func:`acealign.train.train`), or None when no run left one (an evaluation-only folder, or
-    runs made before the file existed)."""
+def trained_pairs(run_dir, methods) -> dict[str, pd.DataFrame] | None:
+    """Method -> its training pairs, from ``RUN_DIR/train/<method>/pairs.csv`` (written by
+    :func:`acealign.train.train`) for each of ``methods`` that has one; None when none has (an
+    evaluation-only folder, or runs made before the file existed). A malformed file is a DataError."""
     from ..training.data import PAIR_KEY_COLUMNS, PAIRS_NAME
 
-    files = sorted(Path(run_dir).glob(f"train/*/{PAIRS_NAME}"))
-    if not files:
-        return None
-    frames = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files]
-    return pd.concat(frames, ignore_index=True)[PAIR_KEY_COLUMNS].drop_duplicates().reset_index(drop=True)
+    out = {}
+    for method in methods:
+        path = Path(run_dir) / "train" / str(method) / PAIRS_NAME
+        if path.is_file():
+            try:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            except (ValueError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
+                raise DataError(f"not a pairs table ({e})", path) from None
+            if list(frame.columns) != PAIR_KEY_COLUMNS:
+                raise DataError(f"expected the columns {', '.join(PAIR_KEY_COLUMNS)}, got "
+                                f"{', '.join(map(str, frame.columns))}", path)
+            out[str(method)] = frame
+    return out or None
 
 
 def learning_curves(run_dir) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -209,6 +209,11 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# Keys added after runs were saved whose default reproduces what those runs did: a run saved
+# without them resumes (other new keys changed behaviour and are named as differences).
+ADDED_KEYS = {("optim", "causal_lr"): 0.0}
+
+
 def check_run_dir(out: Path, cfg: dict, resume: bool) -> None:
     """A resumed run must be the same run (``OUT/config.json``); a new run needs an unused ``out``."""
     config_path = out / CONFIG_NAME
@@ -216,6 +221,8 @@ def check_run_dir(out: Path, cfg: dict, resume: bool) -> None:
         if not config_path.is_file():
             raise DataError("nothing to resume: no config.json", out)
         saved = json.loads(config_path.read_text(encoding="utf-8"))
+        for (table, key), value in ADDED_KEYS.items():  # saved before the key existed
+            saved.get(table, {}).setdefault(key, value)
         diff = config_differences(saved, cfg)
         if diff:
             raise ValueError(f"--resume with a different configuration ({', '.join(diff[:5])})")

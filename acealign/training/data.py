@@ -86,13 +86,13 @@ PAIR_KEY_COLUMNS = ["country", "question_key", "attribute", "context"]
 def pairs_table(pairs: Sequence[CounterfactualPair]) -> str:
     """CSV of the pairs' keys as :func:`acealign.analyses.common.prediction_pairs` names them
     (``context``: the other attributes' values, in attribute order, joined by commas)."""
+    import pandas as pd
+
     from ..survey import ATTRIBUTES
 
-    lines = [",".join(PAIR_KEY_COLUMNS)]
-    for p in pairs:
-        ctx = ",".join(str(getattr(p.s1, a)) for a in ATTRIBUTES if a != p.attribute)
-        lines.append(f'{p.s1.country},{p.question_key},{p.attribute},"{ctx}"')
-    return "\n".join(lines) + "\n"
+    rows = [(p.s1.country, p.question_key, p.attribute,
+             ",".join(str(getattr(p.s1, a)) for a in ATTRIBUTES if a != p.attribute)) for p in pairs]
+    return pd.DataFrame(rows, columns=PAIR_KEY_COLUMNS).to_csv(index=False)
 
 
 def check_no_eval_cells(split, pairs: Sequence[CounterfactualPair]) -> None:
