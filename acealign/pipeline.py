@@ -82,9 +82,8 @@ PROFILES: dict[str, Profile] = {
             "shared by the two ISSP countries is on the same side for both) and 10% of the rest for "
             "validation, plus the paper's two held-out G=4 persona combinations; the paper's methods "
             "(anchor-only, causal-only, ACE-Align) each trained once across the three countries on "
-            "64 pooled G=4 counterfactual pairs drawn from all training questions (seeded), 8 pairs "
-            "per step, LoRA on the last 4 layers, lr 1e-3, 2 epochs; question-first prompts "
-            "(persona after the options) so that a "
+            "288 pooled G=4 counterfactual pairs (whole questions, seeded), LoRA on the last 4 "
+            "layers, lr 1e-3, 2 epochs; question-first prompts (persona after the options) so that a "
             "question's personas share one prompt prefix; CPU, bf16 matmuls where the CPU has them"
         ),
         countries=("united_states", "chile", "egypt"),
@@ -93,15 +92,15 @@ PROFILES: dict[str, Profile] = {
         template="paper-question-first",
         prompt_baselines=(("anthropological", "anthropological-question-first"),),
         train={
-            # lr 1e-3 was chosen on Egypt's validation questions for the earlier Egypt-only quick
-            # profile. Pairs spread over all training questions beat 288 pairs from whole
-            # questions on this slice's validation questions at the same training time (README,
-            # "The standard profile": validation S 73.3 against 70.2, anchor-only, one seed).
-            "data.max_pairs": 64,
-            "data.group_by_question": False,
+            # acealign/config/cpu-short.toml; lr 1e-3 was chosen on Egypt's validation questions
+            # for the earlier Egypt-only quick profile and is not re-tuned for this slice.
+            # Validation runs favour 64 pairs spread over all training questions at the same
+            # training time (README, "The standard profile"); not yet switched (see there).
+            "data.max_pairs": 288,
+            "data.group_by_question": True,
             "lora.top_layers": 4,
             "optim.lr": 1e-3,
-            "train.batch_size": 8,
+            "train.batch_size": 32,
             "train.checkpoint_every": 4,
         },
         eval_batch_size=32,
