@@ -202,6 +202,9 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ..memory import limit_heap_fragments
+
+    limit_heap_fragments()  # long runs' resident memory without heap fragments (acealign.memory)
     try:
         result = args.func(args)
     except (DataError, UsageError, ValueError, FileNotFoundError) as e:
