@@ -354,6 +354,7 @@ def evaluate(
     template = PROMPT_ALIASES.get(prompt, prompt)
     template = prompts.get_template(template).name  # unknown template -> ValueError before loading anything
     from .backends.spec import BackendSpec
+    from .memory import allocator_phase
 
     backend = backend or BackendSpec()
     if isinstance(model, tuple) and backend.name != "hf":
@@ -404,12 +405,13 @@ def evaluate(
     else:
         scorer = backend.build(model, adapter, device=device, dtype=dtype, mode=scoring_mode,
                                batch_size=batch_size)
-    scored = scoring.score_cells_detailed(
-        None, None, data, [ec.cell for ec in cells], template=template, chat=chat,
-        partial_path=directory / PARTIAL, progress=progress, scorer=scorer,
-        fingerprint={"adapter": fingerprint["adapter"], "split": fingerprint["split"],
-                     "data": fingerprint["data"], **backend.settings()},
-    )
+    with allocator_phase("scoring"):
+        scored = scoring.score_cells_detailed(
+            None, None, data, [ec.cell for ec in cells], template=template, chat=chat,
+            partial_path=directory / PARTIAL, progress=progress, scorer=scorer,
+            fingerprint={"adapter": fingerprint["adapter"], "split": fingerprint["split"],
+                         "data": fingerprint["data"], **backend.settings()},
+        )
     frame = predictions_frame(data, cells, method, [s.dist for s in scored], scoring_mode,
                               estimator=scoring.estimator_label(scorer), infos=[s.info for s in scored])
     result = write_predictions(frame, directory, settings)

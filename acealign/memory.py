@@ -1,13 +1,22 @@
-"""Process memory of long runs: keep glibc's heap from filling with fragments.
+"""Process memory of long runs: keep glibc's heap from filling with fragments while training,
+without slowing scoring.
 
 glibc serves an allocation above its mmap threshold with a mapping of its own, returned to the
-system when freed; smaller ones come from the heap, whose freed holes stay resident. The threshold
-starts at 128 KiB and, by default, rises to the size of any mapped block freed (up to 32 MiB), so
-after a few training steps the tens-of-MiB activation tensors of a step all land in the heap and the
-run's resident memory grows with fragments. Measured on the standard profile's training (one
-method, 12 steps, 2-core CPU; README, "Memory"): peak 3.78 GiB with glibc's default, 3.32 GiB with
-the threshold fixed at 2 MiB (11% slower), 3.17 GiB at 1 MiB (20% slower), 2.41 GiB at 64 KiB
-(1.8x slower). :func:`limit_heap_fragments` fixes it at :data:`MMAP_THRESHOLD`.
+system when freed; smaller ones come from the heap, whose freed holes stay resident. By default
+the threshold starts at 128 KiB and rises to the size of any mapped block freed (up to 32 MiB), so
+after a few training steps the tens-of-MiB activation tensors of a step all land in the heap and
+the run's resident memory grows with fragments (README, "Memory"):
+
+- training (one method of the standard profile, 12 steps): peak 3.78 GiB with glibc's default,
+  3.32 GiB with the threshold fixed at 2 MiB (11% slower), 2.41 GiB at 64 KiB (1.8x slower);
+- scoring is the other way round: with a 2 MiB threshold it is 1.65x slower (its KV caches are
+  mapped and zero-filled anew for every batch), and as fast as glibc's default at 32 MiB with a
+  64 MiB trim threshold (what glibc's own dynamic rule reaches).
+
+So a process that opts in (:func:`manage_allocator`; every ``acealign`` command and
+:func:`acealign.pipeline.run_pipeline` do) trains under :data:`PHASES` ``["training"]`` and scores
+under ``["scoring"]`` (:func:`allocator_phase`). A ``MALLOC_MMAP_THRESHOLD_`` in the environment
+turns this off: glibc has applied the user's setting.
 """
 
 from __future__ import annotations
@@ -15,10 +24,13 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+from contextlib import contextmanager
 
-# Bytes; the memory/speed trade-off above. A user's MALLOC_MMAP_THRESHOLD_ wins.
-MMAP_THRESHOLD = 2 * 1024 * 1024
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MiB = 1024 * 1024
+# phase -> (mmap threshold, trim threshold) in bytes; trim = 2 x mmap, glibc's own dynamic rule
+PHASES = {"training": (2 * MiB, 4 * MiB), "scoring": (32 * MiB, 64 * MiB)}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+_state = {"enabled": False, "phase": None}
 
 
 def _libc():
@@ -29,18 +41,48 @@ def _libc():
     return libc if hasattr(libc, "mallopt") else None
 
 
-def limit_heap_fragments(threshold: int = MMAP_THRESHOLD) -> int | None:
-    """Fix glibc's mmap threshold at ``threshold`` bytes for this process (see the module
-    docstring). Returns the threshold in effect, or None where it cannot be set (not glibc) or
-    where the user set ``MALLOC_MMAP_THRESHOLD_`` (glibc has applied theirs)."""
-    if threshold <= 0:
-        raise ValueError(f"mmap threshold must be positive, got {threshold}")
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return None
+def manage_allocator(enable: bool = True) -> bool:
+    """Let :func:`allocator_phase` set glibc's thresholds in this process (from now on, also
+    after ``enable=False``: glibc's dynamic default cannot be restored; scoring's settings are
+    then kept). True when active: glibc, and no ``MALLOC_MMAP_THRESHOLD_`` in the environment."""
+    active = bool(enable) and not os.environ.get("MALLOC_MMAP_THRESHOLD_") and _libc() is not None
+    if not active and _state["enabled"]:
+        _apply("scoring")
+    _state["enabled"] = active
+    return active
+
+
+def allocator_settings() -> dict | str:
+    """What this process uses, for a run's manifest."""
+    if _state["enabled"]:
+        return {phase: {"mmap_threshold": m, "trim_threshold": t} for phase, (m, t) in PHASES.items()}
+    env = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    return f"MALLOC_MMAP_THRESHOLD_={env}" if env else "allocator default"
+
+
+def _apply(phase: str) -> None:
+    mmap, trim = PHASES[phase]
     libc = _libc()
-    if libc is None or not libc.mallopt(_M_MMAP_THRESHOLD, threshold):
-        return None
-    return threshold
+    if libc is None or not (libc.mallopt(_M_MMAP_THRESHOLD, mmap) and libc.mallopt(_M_TRIM_THRESHOLD, trim)):
+        raise OSError(f"mallopt refused the {phase} thresholds {mmap}/{trim}")
+    _state["phase"] = phase
+
+
+@contextmanager
+def allocator_phase(phase: str):
+    """Run the block under ``PHASES[phase]`` when :func:`manage_allocator` is on (else as is);
+    the previous phase's settings come back after it (scoring's when there was none)."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown allocator phase {phase!r} (expected one of {', '.join(PHASES)})")
+    if not _state["enabled"]:
+        yield
+        return
+    previous = _state["phase"]
+    _apply(phase)
+    try:
+        yield
+    finally:
+        _apply(previous or "scoring")
 
 
 def release_memory() -> None:

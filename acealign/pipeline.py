@@ -24,7 +24,6 @@ paper's protocol on all data and three seeds, meant for a GPU.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -286,7 +285,7 @@ def run_pipeline(
     from .backends.spec import BackendSpec
     from .evaluate import evaluate, write_references
     from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint
-    from .memory import limit_heap_fragments, release_memory
+    from .memory import allocator_settings, manage_allocator, release_memory
     from .models import check_model
     from .prompts import get_template
     from .report.build import build_report, read_manifest, update_manifest
@@ -316,7 +315,7 @@ def run_pipeline(
                          "this run trains; pass --methods none (prompt baselines only), or use --backend vllm")
     out = Path(out)
     t0 = time.perf_counter()
-    mmap_threshold = limit_heap_fragments()  # acealign.memory: the run's peak without heap fragments
+    manage_allocator()  # acealign.memory: training without heap fragments, scoring at full speed
 
     data = load_survey(data_dir)
     if prof.countries is not None:
@@ -347,7 +346,7 @@ def run_pipeline(
         methods=["base", *(m for m, _ in prof.prompt_baselines), *prof.methods],
         seed=list(prof.seeds), template=prof.template, scoring_mode=prof.scoring_mode,
         dtype=precision_name(dtype, device),
-        malloc_mmap_threshold=mmap_threshold or os.environ.get("MALLOC_MMAP_THRESHOLD_") or "allocator default",
+        allocator=allocator_settings(),
         scoring_backend=backend.settings() or {"backend": "hf", "estimator": "exact"},
         adapters=("one LoRA adapter per method (and seed), trained on the pooled counterfactual pairs "
                   "of all countries of the slice, as the paper trains one model across countries"),

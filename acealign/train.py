@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from .fileio import atomic_write_text
+from .memory import allocator_phase
 from .survey import DataError, SurveyData
 from .training.checkpoint import (
     LOG_NAME,
@@ -217,7 +218,8 @@ def train(
             run.curve(0, 1, run.plan[0])
 
     # 4. The loop.
-    last_loss, finished = _train_loop(run, progress, stop_after)
+    with allocator_phase("training"):  # acealign.memory: no heap fragments (when managed)
+        last_loss, finished = _train_loop(run, progress, stop_after)
 
     # 5. Final adapter (and evaluation when asked).
     if finished:

@@ -202,9 +202,9 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ..memory import limit_heap_fragments
+    from ..memory import manage_allocator
 
-    limit_heap_fragments()  # long runs' resident memory without heap fragments (acealign.memory)
+    manage_allocator()  # training without heap fragments, scoring at full speed (acealign.memory)
     try:
         result = args.func(args)
     except (DataError, UsageError, ValueError, FileNotFoundError) as e:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..memory import allocator_phase
 from ..survey import SurveyData
 from .checkpoint import LOG_NAME, TrainState, append_log, write_json_atomic
 from .config import CONFIG_NAME
@@ -69,7 +70,7 @@ class RunEvaluator:
             return
         self.model.eval()
         for name, (reqs, counts) in self.sets.items():
-            with torch.no_grad(), self.accelerator.autocast():
+            with torch.no_grad(), self.accelerator.autocast(), allocator_phase("scoring"):
                 score = alignment_on_cells(self.scorer, reqs, counts)
             state.evals.setdefault(name, {})[tag] = score
             append_log(self.out / LOG_NAME, {"step": state.global_step, "epoch": state.epoch + 1,
@@ -143,7 +144,7 @@ class CurveEvaluator:
             return
         was_training = self.model.training
         self.model.eval()  # no dropout: the point measures the weights, and draws no RNG
-        with torch.no_grad(), self.accelerator.autocast():
+        with torch.no_grad(), self.accelerator.autocast(), allocator_phase("scoring"):
             dists = self.scorer.distributions(self.requests)
         if was_training:
             self.model.train()
