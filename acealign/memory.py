@@ -15,8 +15,8 @@ the run's resident memory grows with fragments (README, "Memory"):
 
 So a process that opts in (:func:`manage_allocator`; every ``acealign`` command and
 :func:`acealign.pipeline.run_pipeline` do) trains under :data:`PHASES` ``["training"]`` and scores
-under ``["scoring"]`` (:func:`allocator_phase`). A ``MALLOC_MMAP_THRESHOLD_`` in the environment
-turns this off: glibc has applied the user's setting.
+under ``["scoring"]`` (:func:`allocator_phase`). A threshold of the user's in the environment
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) turns this off.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import warnings
 from contextlib import contextmanager
 
 MiB = 1024 * 1024
@@ -34,18 +35,36 @@ _state = {"enabled": False, "phase": None}
 
 
 def _libc():
+    """glibc (with ``mallopt``), or None: other C libraries have other allocators."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to tune
+    except OSError:  # macOS, musl: nothing to tune
         return None
-    return libc if hasattr(libc, "mallopt") else None
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version")):
+        return None  # e.g. a compatibility layer that names itself libc.so.6
+    return libc
+
+
+# Users' own glibc allocator settings, which a managed process must not override.
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def _user_setting() -> str | None:
+    for name in _USER_SETTINGS:
+        if os.environ.get(name):
+            return f"{name}={os.environ[name]}"
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.mmap_threshold" in tunables or "glibc.malloc.trim_threshold" in tunables:
+        return f"GLIBC_TUNABLES={tunables}"
+    return None
 
 
 def manage_allocator(enable: bool = True) -> bool:
     """Let :func:`allocator_phase` set glibc's thresholds in this process (from now on, also
     after ``enable=False``: glibc's dynamic default cannot be restored; scoring's settings are
-    then kept). True when active: glibc, and no ``MALLOC_MMAP_THRESHOLD_`` in the environment."""
-    active = bool(enable) and not os.environ.get("MALLOC_MMAP_THRESHOLD_") and _libc() is not None
+    then kept). True when active: glibc, and no mmap or trim threshold of the user's in the
+    environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``)."""
+    active = bool(enable) and _user_setting() is None and _libc() is not None
     if not active and _state["enabled"]:
         _apply("scoring")
     _state["enabled"] = active
@@ -56,16 +75,20 @@ def allocator_settings() -> dict | str:
     """What this process uses, for a run's manifest."""
     if _state["enabled"]:
         return {phase: {"mmap_threshold": m, "trim_threshold": t} for phase, (m, t) in PHASES.items()}
-    env = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    return f"MALLOC_MMAP_THRESHOLD_={env}" if env else "allocator default"
+    return _user_setting() or "allocator default"
 
 
 def _apply(phase: str) -> None:
+    """Set ``PHASES[phase]``; if glibc refuses (a 32-bit build caps the mmap threshold at
+    16 MiB), warn once and stop managing: the work goes on with the allocator as it is."""
     mmap, trim = PHASES[phase]
     libc = _libc()
-    if libc is None or not (libc.mallopt(_M_MMAP_THRESHOLD, mmap) and libc.mallopt(_M_TRIM_THRESHOLD, trim)):
-        raise OSError(f"mallopt refused the {phase} thresholds {mmap}/{trim}")
-    _state["phase"] = phase
+    if libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, mmap) and libc.mallopt(_M_TRIM_THRESHOLD, trim):
+        _state["phase"] = phase
+        return
+    warnings.warn(f"acealign.memory: the C library refused the {phase} allocator thresholds "
+                  f"({mmap}/{trim} bytes); continuing with its own", RuntimeWarning, stacklevel=3)
+    _state.update(enabled=False, phase=None)
 
 
 @contextmanager
@@ -82,7 +105,8 @@ def allocator_phase(phase: str):
     try:
         yield
     finally:
-        _apply(previous or "scoring")
+        if _state["enabled"]:
+            _apply(previous or "scoring")
 
 
 def release_memory() -> None:

@@ -18,7 +18,7 @@ countries and the scoring mode are checked before anything is written.
 
 Profiles are plain data (:data:`PROFILES`). ``quick`` is sized for a 2-core CPU in about 15
 minutes; its training settings were chosen on the validation questions of the training side
-(see README, "Choosing the quick settings"), never on evaluation questions. ``full`` is the
+(see README, "The standard profile"), never on evaluation questions. ``full`` is the
 paper's protocol on all data and three seeds, meant for a GPU.
 """
 

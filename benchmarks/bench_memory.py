@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="anchor")
     ap.add_argument("--mmap-threshold", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.mmap_threshold is not None and not 0 <= args.mmap_threshold <= 32 << 20:
+        ap.error("--mmap-threshold must be 0 (glibc's default) or at most 32 MiB (glibc's ceiling)")
 
     from acealign import memory
     from acealign.pipeline import PROFILES, _fresh, _profile_overrides, _toml, make_split
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
         rows.append({"method": method, "train_s": round(seconds, 1), "rss_after_release_gib": round(rss_gib(), 2),
                      "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"steps": args.steps, "curve_every": args.curve_every, "allocator": memory.allocator_settings() if managed else "default",
+    print(json.dumps({"steps": args.steps, "curve_every": args.curve_every, "allocator": memory.allocator_settings() if managed or memory._user_setting() else "default",
                       "peak_gib": rows[-1]["peak_gib"]}))
     return 0
 

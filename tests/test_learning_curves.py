@@ -192,3 +192,19 @@ def test_report_draws_learning_curves_or_says_why_not(report_run, tmp_path):
     assert list(table.columns) == ["method", "step", "stage", "objective", "S", "d_cdf_x1000"]
     assert len(table) == 9 and set(table["method"]) == {"ace-s0", "ace-s1", "anchor"}
     assert "Learning curves" in (tmp_path / "r1" / "report.md").read_text()
+
+
+def test_training_runs_in_the_training_allocator_phase_and_scores_in_the_scoring_one(
+        tmp_path, tiny_data, vsplit, monkeypatch):
+    """acealign.memory: the loop under "training", every curve point (inside it) under "scoring"."""
+    from acealign import memory
+
+    seen = []
+    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
+    monkeypatch.setattr(memory, "_libc", lambda: object())
+    monkeypatch.setattr(memory, "_apply", lambda phase: (seen.append(phase),
+                                                         memory._state.update(phase=phase)))
+    assert memory.manage_allocator()
+    run(tmp_path, tiny_data, vsplit, ["eval.curve_every=2"])
+    # point 0 before the loop; the loop; points at steps 2 and 4 inside it, each back to training
+    assert seen == ["scoring", "scoring", "training", "scoring", "training", "scoring", "training", "scoring"]

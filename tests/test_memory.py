@@ -1,3 +1,4 @@
+import ctypes
 import sys
 
 import pytest
@@ -5,32 +6,37 @@ import pytest
 from acealign import memory
 
 
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    """Each test starts unmanaged; nothing a test does leaks into the session's allocator state."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
+
+
 @pytest.fixture
-def managed(monkeypatch):
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    if not sys.platform.startswith("linux") or memory._libc() is None:
-        pytest.skip("glibc's mallopt")
+def spy(monkeypatch):
+    """manage_allocator on, with _apply recording phases instead of calling mallopt."""
     applied = []
+    monkeypatch.setattr(memory, "_libc", lambda: object())
     monkeypatch.setattr(memory, "_apply", lambda phase: (applied.append(phase),
                                                          memory._state.update(phase=phase)))
-    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
     assert memory.manage_allocator()
     return applied
 
 
-def test_phases_nest_and_restore(managed):
+def test_phases_nest_and_restore_also_after_an_error(spy):
     with memory.allocator_phase("training"):
         with memory.allocator_phase("scoring"):  # a learning-curve point inside training
             assert memory._state["phase"] == "scoring"
         assert memory._state["phase"] == "training"
-    # training, scoring, back to training, then scoring's settings once nothing is active
-    assert managed == ["training", "scoring", "training", "scoring"]
-    settings = memory.allocator_settings()
-    assert settings["training"] == {"mmap_threshold": 2 << 20, "trim_threshold": 4 << 20}
+    with pytest.raises(KeyError), memory.allocator_phase("training"):
+        raise KeyError("boom")
+    # after each outermost block: scoring's settings
+    assert spy == ["training", "scoring", "training", "scoring", "training", "scoring"]
 
 
 def test_unmanaged_phase_changes_nothing(monkeypatch):
-    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
     monkeypatch.setattr(memory, "_apply", lambda phase: pytest.fail("mallopt called"))
     with memory.allocator_phase("training"):
         pass
@@ -38,21 +44,54 @@ def test_unmanaged_phase_changes_nothing(monkeypatch):
         pass
 
 
-def test_user_threshold_wins(monkeypatch):
-    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+@pytest.mark.parametrize("env", [("MALLOC_MMAP_THRESHOLD_", "65536"), ("MALLOC_TRIM_THRESHOLD_", "0"),
+                                 ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")])
+def test_user_settings_win(monkeypatch, env):
+    monkeypatch.setenv(*env)
     assert not memory.manage_allocator()
-    assert memory.allocator_settings() == "MALLOC_MMAP_THRESHOLD_=65536"
+    assert memory.allocator_settings() == f"{env[0]}={env[1]}"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_real_mallopt_accepts_the_phases(monkeypatch):
-    if memory._libc() is None:
-        pytest.skip("not glibc")
-    monkeypatch.setattr(memory, "_state", {"enabled": True, "phase": None})
-    memory._apply("training")
-    memory._apply("scoring")
-    assert memory._state["phase"] == "scoring"
+def test_a_refused_setting_warns_and_stops_managing(monkeypatch):
+    class Refusing:
+        def mallopt(self, param, value):
+            return 0
+
+    monkeypatch.setattr(memory, "_libc", lambda: Refusing())
+    assert memory.manage_allocator()
+    with pytest.warns(RuntimeWarning, match="refused the training"), memory.allocator_phase("training"):
+        pass
+    assert memory._state == {"enabled": False, "phase": None}
+    assert memory.allocator_settings() == "allocator default"
+
+
+def _mapped_bytes(libc) -> int:
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                   "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2().hblkhd
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_real_thresholds_decide_what_is_mapped():
+    """A 3 MiB block gets its own mapping under training's 2 MiB threshold, not under scoring's
+    32 MiB: the mallopt parameter numbers are the right ones."""
+    libc = memory._libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc >= 2.33")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    assert memory.manage_allocator()
+    grew = {}
+    for phase in ("training", "scoring"):
+        with memory.allocator_phase(phase):
+            before = _mapped_bytes(libc)
+            block = libc.malloc(3 << 20)
+            grew[phase] = _mapped_bytes(libc) - before
+            libc.free(block)
+    assert grew["training"] >= 3 << 20 and grew["scoring"] == 0
 
 
 def test_release_memory_collects_cycles():

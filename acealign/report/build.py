@@ -44,7 +44,7 @@ PREDICTIONS = "predictions.parquet"
 # Fields of RUN_DIR/run.json that the report shows (all optional; unknown fields are listed too).
 MANIFEST_FIELDS = {
     "name": "run name",
-    "profile": "profile (quick | full)",
+    "profile": "profile (quick | standard | quick-egypt | full)",
     "created": "created (UTC, ISO 8601)",
     "updated": "last started or continued (UTC, ISO 8601)",
     "model": "model (name or path)",
@@ -58,6 +58,7 @@ MANIFEST_FIELDS = {
     "scoring_backend": "scoring backend of the evaluation (hf | vllm | openai, and its estimator)",
     "adapters": "how adapters are trained",
     "dtype": "weight precision",
+    "allocator": "glibc allocator thresholds per phase (bytes; acealign.memory)",
     "wall_time_s": "wall time of the run (s)",
     "peak_memory_mb": "peak resident memory (MiB)",
     "versions": "package versions",
