@@ -202,7 +202,7 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
     """Expected wall seconds of a run from its numbers of cells, pairs and methods, at the
     calibrated rates of :data:`CALIBRATION` (CPU; unknown precisions count as float32)."""
     from .evaluate import evaluation_cells
-    from .train import resolve_config, training_pairs
+    from .train import pair_cells, resolve_config, training_pairs, validation_pairs
 
     precision = precision if precision in CALIBRATION["train_pair_epoch"] else "float32"
     kind = "question-first" if "question-first" in prof.template else "persona-first"
@@ -210,8 +210,9 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
                                  prof.in_sample_granularities))
     scored = 1 + len(prof.prompt_baselines) + len(prof.methods) * len(prof.seeds)
     runs = len(prof.methods) * len(prof.seeds)
+    cell_s = CALIBRATION["score_cell"][(kind, precision)]
     pairs = epochs = 0
-    train_s = 0.0
+    train_s = curve_s = 0.0
     for method in prof.methods:  # a method's own overrides may change its pairs and epochs
         cfg = resolve_config(None, [f"method={_toml(method)}", *_profile_overrides(prof, method)])
         pairs, epochs = len(training_pairs(data, split, cfg)), cfg["train"]["epochs"]
@@ -219,11 +220,17 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
         if not cfg["data"]["group_by_question"]:  # pairs of many questions share no prefix
             rate *= CALIBRATION["spread_pairs_factor"]
         train_s += pairs * epochs * len(prof.seeds) * rate
-    score_s = cells * scored * CALIBRATION["score_cell"][(kind, precision)]
+        if cfg["eval"]["curve_every"]:  # each point scores the validation pairs' unique cells
+            t = cfg["train"]
+            steps = -(-pairs // (t["batch_size"] * t["grad_accum"])) * epochs
+            steps = min(steps, t["max_steps"]) if t["max_steps"] else steps
+            points = 1 + -(-steps // cfg["eval"]["curve_every"])  # step 0, every N, the last
+            curve_s += points * len(pair_cells(validation_pairs(data, split, cfg))) * cell_s * len(prof.seeds)
+    score_s = cells * scored * cell_s
     overhead = (scored + runs) * CALIBRATION["per_method_overhead_s"]
     return {"cells": cells, "scored_methods": scored, "pairs": pairs, "epochs": epochs,
-            "training_runs": runs, "score_s": score_s, "train_s": train_s,
-            "total_s": score_s + train_s + overhead, "precision": precision, "prompts": kind}
+            "training_runs": runs, "score_s": score_s, "train_s": train_s, "curve_s": curve_s,
+            "total_s": score_s + train_s + curve_s + overhead, "precision": precision, "prompts": kind}
 
 
 def _say(msg: str) -> None:
@@ -371,7 +378,9 @@ def run_pipeline(
         _say(f"estimated wall time ~{est['total_s'] / 60:.0f} min on a 2-core CPU like the one it was "
              f"calibrated on: {est['cells']} cells x {est['scored_methods']} scored methods "
              f"(~{est['score_s'] / 60:.0f} min), {est['pairs']} pairs x {est['epochs']} epochs x "
-             f"{est['training_runs']} training runs (~{est['train_s'] / 60:.0f} min), {est['precision']}")
+             f"{est['training_runs']} training runs (~{est['train_s'] / 60:.0f} min)"
+             + (f", learning-curve points (~{est['curve_s'] / 60:.0f} min)" if est["curve_s"] else "")
+             + f", {est['precision']}")
 
     eval_dir = out / "eval"
     write_references(data, split, eval_dir, prof.granularities, prof.min_n, in_sample=prof.in_sample_fidelity,

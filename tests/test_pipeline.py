@@ -137,6 +137,18 @@ def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(t
     assert est["train_s"] == pytest.approx(8 * 2 * 2.0 + 8 * 1 * 2.0)
     qf = P.estimate_wall_time(tiny_profile(template="paper-question-first"), tiny_data, split, "float32")
     assert qf["score_s"] == pytest.approx(cells * 4 * 0.25)
+    assert est["curve_s"] == 0
+    # Learning curves: 8 pairs / 4 per step x 2 epochs = 4 steps; every 3 -> points at 0, 3, 4;
+    # each scores the unique cells of the validation pairs (one validation question here).
+    vsplit = make_question_split(tiny_data, eval_frac=0.34, validation_frac=0.5, seed=0)
+    curved = tiny_profile(train={**prof.train, "eval.curve_every": 3})
+    from acealign.train import pair_cells, validation_pairs
+
+    vcells = len(pair_cells(validation_pairs(tiny_data, vsplit, cfg)))
+    assert vcells > 0
+    est = P.estimate_wall_time(curved, tiny_data, vsplit, "float32")
+    assert est["curve_s"] == pytest.approx(2 * 3 * vcells * 0.5)  # 2 methods x 3 points
+    assert est["total_s"] == pytest.approx(est["score_s"] + est["train_s"] + est["curve_s"] + 6 * 10.0)
 
 
 def test_method_train_overrides_apply_to_their_method_only():
