@@ -51,7 +51,8 @@ def bench_training(args) -> dict:
     for method in args.methods.split(","):
         cfg = resolve_config(None, [f"method={_toml(method)}", f"model.dtype={_toml(resolve_dtype('auto', 'cpu'))}",
                                     f"model.template={_toml(prof.template)}", *_profile_overrides(prof, method),
-                                    f"train.max_steps={args.steps}", f"eval.curve_every={args.curve_every}"])
+                                    f"train.max_steps={args.steps}", f"eval.curve_every={args.curve_every}",
+                                    *args.set])
         cfg["data"]["split"] = str(tmp / "split.json")
         with allocator_phase("scoring"):  # loading, as in acealign run
             model, tok = _fresh("default", "cpu", "auto")
@@ -90,9 +91,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--curve-every", type=int, default=0)
     ap.add_argument("--methods", default="anchor")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="training-config override on top of the standard profile's (repeatable)")
     ap.add_argument("--score-prompts", type=int, default=0)
     ap.add_argument("--mmap-threshold", type=int, default=None)
     ap.add_argument("--trim-threshold", type=int, default=None)
+    ap.add_argument("--scoring-mmap-threshold", type=int, default=None,
+                    help="training mode: the scoring phase's threshold (curve points, loading)")
     args = ap.parse_args(argv)
     if args.mmap_threshold is not None and not 0 <= args.mmap_threshold <= 32 << 20:
         ap.error("--mmap-threshold must be 0 (glibc's default) or at most 32 MiB (glibc's ceiling)")
@@ -102,6 +107,8 @@ def main(argv=None) -> int:
     phase = "scoring" if args.score_prompts else "training"
     if args.mmap_threshold:
         memory.PHASES[phase] = (args.mmap_threshold, args.trim_threshold or 2 * args.mmap_threshold)
+    if args.scoring_mmap_threshold:
+        memory.PHASES["scoring"] = (args.scoring_mmap_threshold, 2 * args.scoring_mmap_threshold)
     managed = args.mmap_threshold != 0 and memory.manage_allocator()
     warnings.simplefilter("ignore")
     result = bench_scoring(args) if args.score_prompts else bench_training(args)

@@ -17,6 +17,17 @@ from pathlib import Path
 import pytest
 
 ATTR_VALUES = (("Male", "Female"), ("College", "No_College"), ("Urban", "Rural"), ("Married", "Not_Married"))
+
+
+@pytest.fixture(autouse=True)
+def _unmanaged_allocator(monkeypatch):
+    """A test that runs the CLI turns acealign.memory's allocator phases on; the next test starts
+    unmanaged again (only tests that ask for it set glibc's thresholds)."""
+    from acealign import memory
+
+    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
+
+
 TINY_COUNTRIES = ("atlantis", "borduria")
 TINY_QUESTIONS = (
     {"dataset": "wvs7", "topic": "social_values", "question_id": "Q1", "text": "How important is family?",

@@ -1,4 +1,3 @@
-import ctypes
 import sys
 
 import pytest
@@ -65,32 +64,44 @@ def test_a_refused_setting_warns_and_stops_managing(monkeypatch):
     assert memory.allocator_settings() == "allocator default"
 
 
-def _mapped_bytes(libc) -> int:
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                   "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+_MAPPED_PROBE = """
+import ctypes
+from acealign import memory
 
-    libc.mallinfo2.restype = MallInfo2
-    return libc.mallinfo2().hblkhd
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = memory._libc()
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert memory.manage_allocator()
+for phase in ("training", "scoring"):
+    with memory.allocator_phase(phase):
+        before = libc.mallinfo2().hblkhd
+        block = libc.malloc(3 << 20)
+        print(phase, libc.mallinfo2().hblkhd - before)
+        libc.free(block)
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
 def test_real_thresholds_decide_what_is_mapped():
     """A 3 MiB block gets its own mapping under training's 2 MiB threshold, not under scoring's
-    32 MiB: the mallopt parameter numbers are the right ones."""
+    32 MiB: the mallopt parameter numbers are the right ones. In a fresh process: in this one, a
+    free heap chunk left by earlier tests could serve the block whatever the threshold."""
+    import os
+    import subprocess
+
     libc = memory._libc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         pytest.skip("glibc >= 2.33")
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-    assert memory.manage_allocator()
-    grew = {}
-    for phase in ("training", "scoring"):
-        with memory.allocator_phase(phase):
-            before = _mapped_bytes(libc)
-            block = libc.malloc(3 << 20)
-            grew[phase] = _mapped_bytes(libc) - before
-            libc.free(block)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", _MAPPED_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    grew = {phase: int(n) for phase, n in (line.split() for line in out.splitlines())}
     assert grew["training"] >= 3 << 20 and grew["scoring"] == 0
 
 
