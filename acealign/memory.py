@@ -9,7 +9,7 @@ the run's resident memory grows with fragments (README, "Memory"):
 
 - training (one method of the standard profile, 12 steps): peak 3.78 GiB with glibc's default,
   3.32 GiB with the threshold fixed at 2 MiB (11% slower), 2.41 GiB at 64 KiB (1.8x slower);
-- scoring is the other way round: with a 2 MiB threshold it is 1.65x slower (its KV caches are
+- scoring is the other way round: with a 2 MiB threshold it is 1.7x slower (its KV caches are
   mapped and zero-filled anew for every batch), and as fast as glibc's default at 32 MiB with a
   64 MiB trim threshold (what glibc's own dynamic rule reaches).
 
