@@ -7,8 +7,9 @@ the threshold starts at 128 KiB and rises to the size of any mapped block freed 
 after a few training steps the tens-of-MiB activation tensors of a step all land in the heap and
 the run's resident memory grows with fragments (README, "Memory"):
 
-- training (one method of the standard profile, 12 steps): peak 3.78 GiB with glibc's default,
-  3.32 GiB with the threshold fixed at 2 MiB (11% slower), 2.41 GiB at 64 KiB (1.8x slower);
+- training (one method of the standard profile, 12 steps): peak 3.78 GiB in 156 s with glibc's
+  default, 3.31 GiB in 163 s under :data:`PHASES` ``["training"]``, 2.41 GiB at a 64 KiB
+  threshold (1.8x slower);
 - scoring is the other way round: with a 2 MiB threshold it is 1.7x slower (its KV caches are
   mapped and zero-filled anew for every batch), and as fast as glibc's default at 32 MiB with a
   64 MiB trim threshold (what glibc's own dynamic rule reaches).

@@ -158,7 +158,7 @@ PROFILES: dict[str, Profile] = {
             "train.batch_size": 8,  # x 4 micro-batches: 16 per micro-batch peaked at 4.2 GiB
             "train.grad_accum": 4,
             "train.checkpoint_every": 8,
-            "eval.curve_every": 8,  # 4 fitted 90 min only before acealign.memory's 2 MiB mmap threshold (+11% training)
+            "eval.curve_every": 8,  # 4 took 86 min before acealign.memory's training phase slowed training
         },
         method_train={"ace-joint": {"methods.ace-joint": [{"anchor": 1.0, "causal": 100.0}]}},
         eval_batch_size=32,
@@ -202,7 +202,15 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
     """Expected wall seconds of a run from its numbers of cells, pairs and methods, at the
     calibrated rates of :data:`CALIBRATION` (CPU; unknown precisions count as float32)."""
     from .evaluate import evaluation_cells
-    from .train import pair_cells, resolve_config, training_pairs, validation_pairs
+    from .train import (
+        pair_cells,
+        resolve_config,
+        stages,
+        steps_per_epoch,
+        total_steps,
+        training_pairs,
+        validation_pairs,
+    )
 
     precision = precision if precision in CALIBRATION["train_pair_epoch"] else "float32"
     kind = "question-first" if "question-first" in prof.template else "persona-first"
@@ -221,9 +229,7 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
             rate *= CALIBRATION["spread_pairs_factor"]
         train_s += pairs * epochs * len(prof.seeds) * rate
         if cfg["eval"]["curve_every"]:  # each point scores the validation pairs' unique cells
-            t = cfg["train"]
-            steps = -(-pairs // (t["batch_size"] * t["grad_accum"])) * epochs
-            steps = min(steps, t["max_steps"]) if t["max_steps"] else steps
+            steps = total_steps(stages(cfg, steps_per_epoch(pairs, cfg, 1)))  # the run's own plan
             points = 1 + -(-steps // cfg["eval"]["curve_every"])  # step 0, every N, the last
             curve_s += points * len(pair_cells(validation_pairs(data, split, cfg))) * cell_s * len(prof.seeds)
     score_s = cells * scored * cell_s

@@ -65,10 +65,12 @@ def _fp32_output(module, args, output):
     return output.float()
 
 
-def apply_mixed_bf16(model) -> int:
+def apply_mixed_bf16(model, keep_fp32=None) -> int:
     """Cast the linear layers inside the transformer blocks to bf16, in place (their inputs are
     cast to bf16, their outputs back to fp32); keep embeddings, norms, and the LM head in fp32.
-    Returns the number of layers cast.
+    Returns the number of layers cast. ``keep_fp32``: a predicate on a linear layer's module name
+    (``model.layers.0.self_attn.q_proj``) that keeps that layer in fp32 too (for experiments:
+    benchmarks/bf16_placement.py); None casts them all.
 
     Works on any model whose blocks use ``torch.nn.Linear`` (Llama, Mistral, Qwen, GPT-NeoX...).
     Call it before adding LoRA adapters: peft keeps adapter weights in fp32 and adds their output
@@ -79,9 +81,10 @@ def apply_mixed_bf16(model) -> int:
     head = model.get_output_embeddings()
     embed = model.get_input_embeddings().weight
     n = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         # the LM head stays fp32, also when it is only recognisable by its tied weight
-        if isinstance(module, torch.nn.Linear) and module is not head and module.weight is not embed:
+        if (isinstance(module, torch.nn.Linear) and module is not head and module.weight is not embed
+                and not (keep_fp32 and keep_fp32(name))):
             module.to(torch.bfloat16)
             module.register_forward_pre_hook(_to_bf16_input, with_kwargs=True)
             module.register_forward_hook(_fp32_output)

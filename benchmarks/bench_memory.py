@@ -109,11 +109,11 @@ def main(argv=None) -> int:
         memory.PHASES[phase] = (args.mmap_threshold, args.trim_threshold or 2 * args.mmap_threshold)
     if args.scoring_mmap_threshold:
         memory.PHASES["scoring"] = (args.scoring_mmap_threshold, 2 * args.scoring_mmap_threshold)
-    managed = args.mmap_threshold != 0 and memory.manage_allocator()
+    if args.mmap_threshold != 0:
+        memory.manage_allocator()
     warnings.simplefilter("ignore")
     result = bench_scoring(args) if args.score_prompts else bench_training(args)
-    result.update(allocator=memory.allocator_settings() if managed or memory._user_setting() else "default",
-                  peak_gib=round(peak_gib(), 2))
+    result.update(allocator=memory.allocator_settings(), peak_gib=round(peak_gib(), 2))
     print(json.dumps(result))
     return 0
 

@@ -18,7 +18,6 @@ import time
 import warnings
 
 import numpy as np
-import torch
 from bench_scoring import build_requests, cell_scores
 
 
@@ -39,20 +38,16 @@ def variants(n_layers: int) -> dict:
 
 
 def mixed_copy(model, keep):
-    """A copy of the fp32 model in acealign's mixed bf16, except the layers ``keep`` names."""
-    from acealign.precision import _fp32_output, _to_bf16_input
+    """A copy of the fp32 model in acealign's mixed bf16 (acealign.precision.apply_mixed_bf16),
+    except the block linear layers ``keep(layer index, kind)`` names."""
+    from acealign.precision import apply_mixed_bf16
+
+    def keep_name(name: str) -> bool:
+        parts = name.split(".")
+        return keep(int(parts[parts.index("layers") + 1]), parts[-1])
 
     m = copy.deepcopy(model)
-    head, embed = m.get_output_embeddings(), m.get_input_embeddings().weight
-    for name, mod in m.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or mod is head or mod.weight is embed:
-            continue
-        parts = name.split(".")
-        if keep(int(parts[parts.index("layers") + 1]), parts[-1]):
-            continue
-        mod.to(torch.bfloat16)
-        mod.register_forward_pre_hook(_to_bf16_input, with_kwargs=True)
-        mod.register_forward_hook(_fp32_output)
+    apply_mixed_bf16(m, keep_fp32=keep_name)
     return m
 
 

@@ -28,6 +28,22 @@ def _unmanaged_allocator(monkeypatch):
     monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
 
 
+@pytest.fixture
+def allocator_spy(monkeypatch):
+    """acealign.memory managed, with its mallopt step recording the phases it would set (the list
+    returned) instead of setting them."""
+    from acealign import memory
+
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    applied = []
+    monkeypatch.setattr(memory, "_libc", lambda: object())
+    monkeypatch.setattr(memory, "_apply", lambda phase: (applied.append(phase),
+                                                         memory._state.update(phase=phase)))
+    assert memory.manage_allocator()
+    return applied
+
+
 TINY_COUNTRIES = ("atlantis", "borduria")
 TINY_QUESTIONS = (
     {"dataset": "wvs7", "topic": "social_values", "question_id": "Q1", "text": "How important is family?",

@@ -195,16 +195,9 @@ def test_report_draws_learning_curves_or_says_why_not(report_run, tmp_path):
 
 
 def test_training_runs_in_the_training_allocator_phase_and_scores_in_the_scoring_one(
-        tmp_path, tiny_data, vsplit, monkeypatch):
+        tmp_path, tiny_data, vsplit, allocator_spy):
     """acealign.memory: the loop under "training", every curve point (inside it) under "scoring"."""
-    from acealign import memory
-
-    seen = []
-    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
-    monkeypatch.setattr(memory, "_libc", lambda: object())
-    monkeypatch.setattr(memory, "_apply", lambda phase: (seen.append(phase),
-                                                         memory._state.update(phase=phase)))
-    assert memory.manage_allocator()
+    seen = allocator_spy
     run(tmp_path, tiny_data, vsplit, ["eval.curve_every=2"])
     # point 0 before the loop; the loop; points at steps 2 and 4 inside it, each back to training
     assert seen == ["scoring", "scoring", "training", "scoring", "training", "scoring", "training", "scoring"]

@@ -6,25 +6,14 @@ from acealign import memory
 
 
 @pytest.fixture(autouse=True)
-def fresh_state(monkeypatch):
-    """Each test starts unmanaged; nothing a test does leaks into the session's allocator state."""
+def no_user_settings(monkeypatch):
+    """No allocator setting of the user's (conftest resets acealign.memory's state per test)."""
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(memory, "_state", {"enabled": False, "phase": None})
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    """manage_allocator on, with _apply recording phases instead of calling mallopt."""
-    applied = []
-    monkeypatch.setattr(memory, "_libc", lambda: object())
-    monkeypatch.setattr(memory, "_apply", lambda phase: (applied.append(phase),
-                                                         memory._state.update(phase=phase)))
-    assert memory.manage_allocator()
-    return applied
-
-
-def test_phases_nest_and_restore_also_after_an_error(spy):
+def test_phases_nest_and_restore_also_after_an_error(allocator_spy):
+    spy = allocator_spy
     with memory.allocator_phase("training"):
         with memory.allocator_phase("scoring"):  # a learning-curve point inside training
             assert memory._state["phase"] == "scoring"

@@ -62,6 +62,15 @@ def test_mixed_bf16_keeps_head_norms_and_embeddings_fp32():
     assert model_precision(model) == "mixed-bf16"
 
 
+def test_mixed_bf16_keeps_named_layers_fp32_when_asked():
+    model, _ = tiny_model_and_tokenizer(seed=0)
+    n = apply_mixed_bf16(model, keep_fp32=lambda name: name.startswith("model.layers.0.self_attn."))
+    assert n == 14 - 4  # layer 0's q, k, v, o stay fp32
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.model.layers[1].self_attn.q_proj.weight.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("mode", ["whole", "literal"])
 def test_mixed_bf16_scores_close_to_fp32(mode):
     ref_model, tok = tiny_model_and_tokenizer(seed=0)
