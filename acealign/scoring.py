@@ -496,27 +496,7 @@ class OptionScorer:
         node_lp = None
         if any(trees):
             node_lp = self._tree_pass(_returned_cache(out), mask, lens, trees, dev)  # (B, T, V)
-
-        results = []
-        for b, (_, opts, cont) in enumerate(encoded):
-            node_of = {p: j for j, p in enumerate(trees[b])}
-            lls = []
-            for k, o in enumerate(opts):
-                parts = [first[b, o[0]].reshape(1)]
-                if len(o) > 1:
-                    at = torch.tensor([node_of[o[:j]] for j in range(1, len(o))], device=dev)
-                    parts.append(node_lp[b, at, torch.tensor(o[1:], device=dev)])
-                tok_lp = torch.cat(parts)
-                if whole:
-                    c = cont[k].to(dev)
-                    if c.numel():
-                        end = node_lp[b, node_of[o]]
-                        stop = torch.logsumexp(end.index_fill(0, c, float("-inf")), dim=-1)
-                        lls.append(answer_log_likelihood(tok_lp, stop))
-                        continue
-                lls.append(option_log_likelihood(tok_lp))
-            results.append(torch.stack(lls))
-        return results
+        return _option_log_likelihoods(first, node_lp, encoded, trees, whole, dev)
 
     def _tree_pass(self, cache, mask, lens, trees, dev) -> torch.Tensor:
         """Log-softmax at every node of every request's option tree, (B, T, V)."""
@@ -548,6 +528,57 @@ class OptionScorer:
         out = self.model(input_ids=ids.to(dev), attention_mask=mask4.to(dev), position_ids=pos.to(dev),
                          use_cache=False, **{self._cache_kw(): cache})
         return torch.log_softmax(out.logits.float(), dim=-1)
+
+
+def _option_log_likelihoods(first, node_lp, encoded, trees, whole: bool, dev) -> list[torch.Tensor]:
+    """Eq. 2 (and the whole-answer term) of every option of a batch, as one (K,) tensor per request.
+
+    ``first``: (B, V) log-probs after each prompt; ``node_lp``: (B, T, V) log-probs at the nodes of
+    each request's option tree (``trees``), or None. All look-ups are a few batched gathers:
+    indexing the (B, T, V) tensor once per option would, in a backward pass, allocate and add a
+    zero-filled (B, T, V) gradient per look-up (gigabytes per training step).
+    """
+    counts = [len(opts) for _, opts, _ in encoded]
+    M = sum(counts)
+    width = max(len(o) for _, opts, _ in encoded for o in opts)
+    # token j of option m: (request, node, token) to look up, and its (m, j) place
+    fb, ft = [], []                                   # first tokens: first[b, t]
+    qb, qn, qt, qm, qj = [], [], [], [], []           # later tokens: node_lp[b, n, t]
+    rb, rn, rm, cr, cc = [], [], [], [], []           # stop rows: node_lp[b, n] without cont ids
+    m = 0
+    for b, (_, opts, cont) in enumerate(encoded):
+        node_of = {p: j for j, p in enumerate(trees[b])}
+        for k, o in enumerate(opts):
+            fb.append(b)
+            ft.append(o[0])
+            for j in range(1, len(o)):
+                qb.append(b), qn.append(node_of[o[:j]]), qt.append(o[j]), qm.append(m), qj.append(j)
+            if whole and cont[k].numel():
+                cr.extend([len(rm)] * cont[k].numel())
+                cc.extend(cont[k].tolist())
+                rb.append(b), rn.append(node_of[o]), rm.append(m)
+            m += 1
+
+    def ix(values):
+        return torch.tensor(values, dtype=torch.long, device=dev)
+
+    values = [first[ix(fb), ix(ft)]]
+    rows, cols = list(range(M)), [0] * M
+    if qb:
+        values.append(node_lp[ix(qb), ix(qn), ix(qt)])
+        rows, cols = rows + qm, cols + qj
+    token_lp = first.new_zeros(M, width).index_put((ix(rows), ix(cols)), torch.cat(values))
+    if not whole:
+        lls = option_log_likelihood(token_lp)
+    else:
+        stop = first.new_zeros(M)
+        if rb:
+            ends = node_lp[ix(rb), ix(rn)]  # (R, V): the logits after each whole option
+            banned = torch.zeros(ends.shape, dtype=torch.bool, device=dev)
+            banned[ix(cr), ix(cc)] = True
+            stop = stop.index_put((ix(rm),), torch.logsumexp(ends.masked_fill(banned, float("-inf")), dim=-1))
+        lls = answer_log_likelihood(token_lp, stop)
+    return list(torch.split(lls, counts))
 
 
 # -- scoring survey cells ------------------------------------------------------------------------
