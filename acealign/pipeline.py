@@ -139,7 +139,7 @@ PROFILES: dict[str, Profile] = {
             "G=4 combinations) with every objective (anchor-only, causal-only, ACE-Align, joint "
             "Eq. 14 with beta 100, distribution matching, ACE+distribution), one adapter per method "
             "across the three countries, each trained on the same 512 G=4 counterfactual pairs "
-            "drawn from all training questions, 32 pairs per step (four micro-batches of 8: memory), "
+            "drawn from all training questions, 32 pairs per step (eight micro-batches of 4: memory), "
             "2 epochs, LoRA on the last 4 layers, lr 1e-3, causal-only stages at lr 1e-4; "
             "settings chosen on the validation questions of the three countries (README); in-sample "
             "G=4 cells scored for the effect-fidelity ladder; learning curves every 8 steps; "
@@ -155,8 +155,11 @@ PROFILES: dict[str, Profile] = {
             "lora.top_layers": 4,
             "optim.lr": 1e-3,
             "optim.causal_lr": 1e-4,
-            "train.batch_size": 8,  # x 4 micro-batches: 16 per micro-batch peaked at 4.2 GiB
-            "train.grad_accum": 4,
+            # 32 pairs per step as 8 micro-batches of 4: a step's activations, and the heap
+            # fragments they leave, scale with the micro-batch (8 x 4 peaked at 4.09 GiB, 16 x 2 at
+            # 4.2 GiB by the first method; README "Memory")
+            "train.batch_size": 4,
+            "train.grad_accum": 8,
             "train.checkpoint_every": 8,
             "eval.curve_every": 8,  # 4 took 86 min before acealign.memory's training phase slowed training
         },
