@@ -23,6 +23,7 @@ under ``["scoring"]`` (:func:`allocator_phase`). A threshold of the user's in th
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import os
 import warnings
@@ -35,6 +36,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 _state = {"enabled": False, "phase": None}
 
 
+@functools.cache  # one dlopen per process, not one per phase switch
 def _libc():
     """glibc (with ``mallopt``), or None: other C libraries have other allocators."""
     try:

@@ -222,11 +222,14 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
     scored = 1 + len(prof.prompt_baselines) + len(prof.methods) * len(prof.seeds)
     runs = len(prof.methods) * len(prof.seeds)
     cell_s = CALIBRATION["score_cell"][(kind, precision)]
-    pairs = epochs = 0
+    plans = set()  # (pairs, epochs) of each method: its own overrides may change them
+    pair_epochs = 0
     train_s = curve_s = 0.0
-    for method in prof.methods:  # a method's own overrides may change its pairs and epochs
+    for method in prof.methods:
         cfg = resolve_config(None, [f"method={_toml(method)}", *_profile_overrides(prof, method)])
         pairs, epochs = len(training_pairs(data, split, cfg)), cfg["train"]["epochs"]
+        plans.add((pairs, epochs))
+        pair_epochs += pairs * epochs * len(prof.seeds)
         rate = CALIBRATION["train_pair_epoch"][precision]
         if not cfg["data"]["group_by_question"]:  # pairs of many questions share no prefix
             rate *= CALIBRATION["spread_pairs_factor"]
@@ -237,9 +240,16 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
             curve_s += points * len(pair_cells(validation_pairs(data, split, cfg))) * cell_s * len(prof.seeds)
     score_s = cells * scored * cell_s
     overhead = (scored + runs) * CALIBRATION["per_method_overhead_s"]
+    pairs, epochs = plans.pop() if len(plans) == 1 else (None, None)  # None: they differ by method
     return {"cells": cells, "scored_methods": scored, "pairs": pairs, "epochs": epochs,
-            "training_runs": runs, "score_s": score_s, "train_s": train_s, "curve_s": curve_s,
+            "pair_epochs": pair_epochs, "training_runs": runs, "score_s": score_s, "train_s": train_s, "curve_s": curve_s,
             "total_s": score_s + train_s + curve_s + overhead, "precision": precision, "prompts": kind}
+
+
+def _training_work(est: dict) -> str:
+    if est["pairs"] is None:  # methods train on different numbers of pairs or epochs
+        return f"{est['pair_epochs']} pair-epochs over {est['training_runs']} training runs"
+    return f"{est['pairs']} pairs x {est['epochs']} epochs x {est['training_runs']} training runs"
 
 
 def _say(msg: str) -> None:
@@ -386,8 +396,7 @@ def run_pipeline(
         est = estimate_wall_time(prof, data, split, precision_name(dtype, device))
         _say(f"estimated wall time ~{est['total_s'] / 60:.0f} min on a 2-core CPU like the one it was "
              f"calibrated on: {est['cells']} cells x {est['scored_methods']} scored methods "
-             f"(~{est['score_s'] / 60:.0f} min), {est['pairs']} pairs x {est['epochs']} epochs x "
-             f"{est['training_runs']} training runs (~{est['train_s'] / 60:.0f} min)"
+             f"(~{est['score_s'] / 60:.0f} min), {_training_work(est)} (~{est['train_s'] / 60:.0f} min)"
              + (f", learning-curve points (~{est['curve_s'] / 60:.0f} min)" if est["curve_s"] else "")
              + f", {est['precision']}")
 

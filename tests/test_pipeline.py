@@ -128,6 +128,7 @@ def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(t
     assert est["cells"] == cells and est["pairs"] == pairs == 8 and est["precision"] == "float32"
     # base + anthropological + 2 trained methods scored; 2 training runs of 2 epochs
     assert est["scored_methods"] == 4 and est["training_runs"] == 2
+    assert P._training_work(est) == "8 pairs x 2 epochs x 2 training runs"
     assert est["total_s"] == pytest.approx(cells * 4 * 0.5 + 8 * 2 * 2 * 2.0 * 3.0 + (4 + 2) * 10.0)
     # Pairs from whole questions share prefixes (no spread factor); a method's own overrides
     # (here: one epoch for ace) count for that method only.
@@ -135,6 +136,9 @@ def test_wall_time_estimate_is_cells_pairs_and_methods_at_the_calibrated_rates(t
                            method_train={"ace": {"train.epochs": 1}})
     est = P.estimate_wall_time(grouped, tiny_data, split, "float32")
     assert est["train_s"] == pytest.approx(8 * 2 * 2.0 + 8 * 1 * 2.0)
+    # the line printed before a run names the total, not one method's pairs and epochs
+    assert est["pairs"] is None and est["pair_epochs"] == 8 * 2 + 8 * 1
+    assert P._training_work(est) == "24 pair-epochs over 2 training runs"
     qf = P.estimate_wall_time(tiny_profile(template="paper-question-first"), tiny_data, split, "float32")
     assert qf["score_s"] == pytest.approx(cells * 4 * 0.25)
     assert est["curve_s"] == 0
