@@ -301,23 +301,27 @@ def run_pipeline(
     scoring_mode: str | None = None,
     progress: bool = True,
     backend=None,
+    isolate_training: bool = True,
 ) -> dict:
     """Run (or continue) the whole job into ``out``; returns the manifest.
 
     Everything that can be checked before the work starts is, before ``out`` is created: the
     methods, the scoring mode, the model (:func:`acealign.models.check_model`), the data and the
     countries. ``backend``: an :class:`acealign.backends.spec.BackendSpec` that scores the
-    evaluation (training stays on the hf engine); default hf."""
+    evaluation (training stays on the hf engine); default hf. ``isolate_training``: each training
+    run in a fresh process (:mod:`acealign.isolate`: later runs in one process get slower and
+    larger); False trains in this process."""
     from .backends.spec import BackendSpec
     from .evaluate import evaluate, write_references
     from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint
+    from .isolate import run_isolated
     from .memory import allocator_settings, manage_allocator, release_memory
     from .models import check_model
     from .prompts import get_template
     from .report.build import build_report, read_manifest, update_manifest
     from .scoring import SCORING_MODES
     from .splits import check_split
-    from .train import resolve_config, train
+    from .train import resolve_config
 
     backend = backend or BackendSpec()
     prof = PROFILES[profile] if isinstance(profile, str) else profile
@@ -435,12 +439,13 @@ def run_pipeline(
                 continue
             resume = (run_dir / "checkpoints").exists()
             _say(f"[{i}/{total}] train {name}" + (" (resuming)" if resume else ""))
-            # Fresh base weights per method: LoRA wraps the model in place.
-            mdl, tok = _fresh(model, device, dtype)
-            train(cfg, run_dir, data=data, split=split, resume=resume, progress=progress,
-                  model=mdl, tokenizer=tok)
-            del mdl
-            release_memory()
+            job = dict(data=data, split=split, resume=resume, progress=progress, model=model,
+                       device=device, dtype=dtype)
+            if isolate_training:
+                run_isolated(_train_one, cfg, run_dir, what=f"training run {name}", **job)
+            else:
+                _train_one(cfg, run_dir, **job)
+                release_memory()
 
     release_memory()
     stages += [(name, adapter, prof.template) for name, adapter in adapters]
@@ -457,14 +462,27 @@ def run_pipeline(
     _say("report")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    manifest = update_manifest(out, wall_time_s=round(wall, 1), peak_memory_mb=round(peak_mb, 1))
+    # the largest child process so far (the training runs, which ran while this one waited)
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    manifest = update_manifest(out, wall_time_s=round(wall, 1), peak_memory_mb=round(peak_mb, 1),
+                               peak_training_process_mb=round(child_mb, 1))
     report = build_report(out)
-    _say(f"done in {wall / 60:.1f} min (peak memory {peak_mb:.0f} MiB): {report.html}")
+    _say(f"done in {wall / 60:.1f} min (peak memory {peak_mb:.0f} MiB"
+         + (f"; training processes {child_mb:.0f} MiB" if child_mb else "") + f"): {report.html}")
     return manifest
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _train_one(cfg: dict, run_dir: Path, *, data, split, resume: bool, progress: bool, model: str,
+               device: str, dtype: str) -> None:
+    """One training run on freshly loaded base weights (LoRA wraps the model in place)."""
+    from .train import train
+
+    mdl, tok = _fresh(model, device, dtype)
+    train(cfg, run_dir, data=data, split=split, resume=resume, progress=progress, model=mdl, tokenizer=tok)
 
 
 def _fresh(model: str, device: str, dtype: str):

@@ -81,6 +81,17 @@ def test_run_pipeline_end_to_end_and_resume(tmp_path, tiny_data_dir, tiny_model_
         assert efp["adapter"] == adapter_digest(out / "train" / m / "adapter") and efp["scoring_mode"] == "whole"
     summary = (out / "report" / "report.md").read_text()
     assert "tiny test slice" in summary
+    assert manifest["peak_training_process_mb"] > 0  # each training run had its own process
+
+    # Training in this process instead gives the same adapters, bit for bit.
+    from safetensors.torch import load_file
+
+    inproc = run_pipeline(tmp_path / "inproc", tiny_profile(), model=str(tiny_model_dir),
+                          data_dir=tiny_data_dir, progress=False, isolate_training=False)
+    assert inproc["methods"] == manifest["methods"]
+    for m in ("anchor", "ace"):
+        a, b = (load_file(d / "train" / m / "adapter" / "adapter_model.safetensors") for d in (out, tmp_path / "inproc"))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
     # Everything is done: a second call trains and scores nothing.
     from acealign import pipeline, scoring, train

@@ -186,6 +186,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ["ACEALIGN_QUIET"] = "1"  # processes acealign spawns (acealign.isolate) stay quiet too
     warnings.filterwarnings("ignore", module=QUIET_LIBRARIES)
     if "transformers" in sys.modules:  # already imported (library use, tests)
         from transformers.utils import logging as hf_logging

@@ -60,7 +60,9 @@ MANIFEST_FIELDS = {
     "dtype": "weight precision",
     "allocator": "glibc allocator thresholds per phase (bytes; acealign.memory)",
     "wall_time_s": "wall time of the run (s)",
-    "peak_memory_mb": "peak resident memory (MiB)",
+    "peak_memory_mb": "peak resident memory of the run's process (MiB)",
+    "peak_training_process_mb": "peak resident memory of its largest training process (MiB; "
+                                "each training run has its own, while the run's process waits)",
     "versions": "package versions",
 }
 
