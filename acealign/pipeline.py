@@ -309,8 +309,8 @@ def run_pipeline(
     methods, the scoring mode, the model (:func:`acealign.models.check_model`), the data and the
     countries. ``backend``: an :class:`acealign.backends.spec.BackendSpec` that scores the
     evaluation (training stays on the hf engine); default hf. ``isolate_training``: each training
-    run in a fresh process (:mod:`acealign.isolate`: later runs in one process get slower and
-    larger); False trains in this process."""
+    run in a fresh process (:mod:`acealign.isolate`: in one process the peak grew from run to
+    run); False trains in this process."""
     from .backends.spec import BackendSpec
     from .evaluate import evaluate, write_references
     from .fingerprint import FINGERPRINT_NAME, read_fingerprint, require_same, training_fingerprint

@@ -48,7 +48,7 @@ def bench_training(args) -> dict:
     data = load_survey(None).subset(countries=prof.countries)
     tmp = Path(tempfile.mkdtemp())
     split = make_split(data, prof, tmp / "split.json")
-    for method in args.methods.split(","):
+    for i, method in enumerate(args.methods.split(",")):  # a method may repeat (drift checks)
         cfg = resolve_config(None, [f"method={_toml(method)}", f"model.dtype={_toml(resolve_dtype('auto', 'cpu'))}",
                                     f"model.template={_toml(prof.template)}", *_profile_overrides(prof, method),
                                     f"train.max_steps={args.steps}", f"eval.curve_every={args.curve_every}",
@@ -57,7 +57,7 @@ def bench_training(args) -> dict:
         with allocator_phase("scoring"):  # loading, as in acealign run
             model, tok = _fresh("default", "cpu", "auto")
         t0 = time.perf_counter()
-        train(cfg, tmp / method, data=data, split=split, model=model, tokenizer=tok, progress=False)
+        train(cfg, tmp / f"{i}-{method}", data=data, split=split, model=model, tokenizer=tok, progress=False)
         seconds = time.perf_counter() - t0
         del model, tok
         release_memory()
