@@ -19,7 +19,7 @@ import os
 import traceback
 
 # Errors the CLI prints as one line (acealign.cli.main); they cross the process boundary with
-# their type, anything else as a RuntimeError naming it.
+# their type, anything else as a ChildError naming it.
 _PASS_THROUGH = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}
 
 
@@ -27,28 +27,31 @@ class ChildError(RuntimeError):
     """A job failed in its child process; the message names the job and the child's error."""
 
 
-def run_isolated(target, *args, what: str = "job", **kwargs) -> None:
+def run_isolated(target, *args, what: str = "job", **kwargs) -> float:
     """Call ``target(*args, **kwargs)`` (a module-level function) in a spawned child process and
-    wait for it. Its exceptions are raised here: ``DataError``, ``ValueError`` and
-    ``FileNotFoundError`` with their type and message, others as :class:`ChildError`; a child that
-    dies without one (killed, out of memory) is a :class:`ChildError` with its exit code."""
+    wait for it; returns the child's peak resident memory (MiB). Its exceptions are raised here:
+    ``DataError``, ``ValueError`` and ``FileNotFoundError`` with their type and message, others as
+    :class:`ChildError`; a child that dies without reporting (killed, out of memory) is a
+    :class:`ChildError` with its exit code."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child, args=(send, target, args, kwargs), name=f"acealign {what}")
     child.start()
     send.close()  # the child holds the only writer: EOF when it exits
     try:
-        error = receive.recv()
-    except EOFError:
-        error = None
+        outcome = receive.recv()  # ("done", peak KiB) or ("error", kind, message, traceback)
+    except EOFError:  # died before reporting
+        outcome = None
     except KeyboardInterrupt:  # Ctrl-C reaches the child too (same process group)
         child.join(timeout=30)
         raise
     finally:
         receive.close()
     child.join()
-    if error is not None:
-        kind, message, trace = error
+    if outcome is not None and outcome[0] == "done":
+        return outcome[1] / 1024
+    if outcome is not None:
+        _, kind, message, trace = outcome
         if os.environ.get("ACEALIGN_DEBUG"):
             message = f"{message}\n{trace}"
         if kind == "DataError":
@@ -58,12 +61,13 @@ def run_isolated(target, *args, what: str = "job", **kwargs) -> None:
         if kind in _PASS_THROUGH:
             raise _PASS_THROUGH[kind](message)
         raise ChildError(f"{what} failed in its process: {kind}: {message}")
-    if child.exitcode != 0:
-        raise ChildError(f"{what}: its process stopped with exit code {child.exitcode}"
-                         + (" (killed: out of memory?)" if child.exitcode == -9 else ""))
+    raise ChildError(f"{what}: its process stopped with exit code {child.exitcode}"
+                     + (" (killed: out of memory?)" if child.exitcode == -9 else ""))
 
 
 def _child(send, target, args, kwargs) -> None:
+    import resource
+
     from .memory import manage_allocator
 
     if os.environ.get("ACEALIGN_QUIET"):  # the parent hid the libraries' warnings: so does the child
@@ -74,7 +78,7 @@ def _child(send, target, args, kwargs) -> None:
     try:
         target(*args, **kwargs)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
-        send.send((type(e).__name__, str(e), traceback.format_exc()))
+        send.send(("error", type(e).__name__, str(e), traceback.format_exc()))
         raise SystemExit(1) from None
-    send.send(None)
+    send.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
     send.close()

@@ -229,11 +229,12 @@ def estimate_wall_time(prof: Profile, data: SurveyData, split, precision: str) -
         cfg = resolve_config(None, [f"method={_toml(method)}", *_profile_overrides(prof, method)])
         pairs, epochs = len(training_pairs(data, split, cfg)), cfg["train"]["epochs"]
         plans.add((pairs, epochs))
-        pair_epochs += pairs * epochs * len(prof.seeds)
+        work = pairs * epochs * len(prof.seeds)
+        pair_epochs += work
         rate = CALIBRATION["train_pair_epoch"][precision]
         if not cfg["data"]["group_by_question"]:  # pairs of many questions share no prefix
             rate *= CALIBRATION["spread_pairs_factor"]
-        train_s += pairs * epochs * len(prof.seeds) * rate
+        train_s += work * rate
         if cfg["eval"]["curve_every"]:  # each point scores the validation pairs' unique cells
             steps = total_steps(stages(cfg, steps_per_epoch(pairs, cfg, 1)))  # the run's own plan
             points = 1 + -(-steps // cfg["eval"]["curve_every"])  # step 0, every N, the last
@@ -414,6 +415,7 @@ def run_pipeline(
     check_split(split, data)  # again, as training starts
     total = len(prof.methods) * len(prof.seeds)
     i = 0
+    child_mb = 0.0  # the largest training process's peak (this call's; 0 when none ran)
     for method in prof.methods:
         for seed in prof.seeds:
             i += 1
@@ -442,7 +444,8 @@ def run_pipeline(
             job = dict(data=data, split=split, resume=resume, progress=progress, model=model,
                        device=device, dtype=dtype)
             if isolate_training:
-                run_isolated(_train_one, cfg, run_dir, what=f"training run {name}", **job)
+                child_mb = max(child_mb, run_isolated(_train_one, cfg, run_dir,
+                                                      what=f"training run {name}", **job))
             else:
                 _train_one(cfg, run_dir, **job)
                 release_memory()
@@ -462,8 +465,6 @@ def run_pipeline(
     _say("report")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # the largest child process so far (the training runs, which ran while this one waited)
-    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     manifest = update_manifest(out, wall_time_s=round(wall, 1), peak_memory_mb=round(peak_mb, 1),
                                peak_training_process_mb=round(child_mb, 1))
     report = build_report(out)

@@ -28,11 +28,11 @@ def learning_curves(run: Path) -> list[str]:
     lc = pd.read_csv(run / "report/tables/learning_curves.csv")
     steps = sorted(lc["step"].unique())
     out = [_row(["step", *steps]), _row(["---"] * (len(steps) + 1))]
-    for column, name, scale in (("S", "S", 1.0), ("d_cdf_x1000", "d_CDF", 1.0)):
+    for column, name in (("S", "S"), ("d_cdf_x1000", "d_CDF")):
         for method in [m for m in LABELS if m in set(lc["method"])]:
             by_step = lc[lc["method"] == method].set_index("step")[column]
             out.append(_row([f"{name}: {LABELS[method]}",
-                             *(f"{by_step[s] * scale:.1f}" if s in by_step else "" for s in steps)]))
+                             *(f"{by_step[s]:.1f}" if s in by_step else "" for s in steps)]))
     return out
 
 

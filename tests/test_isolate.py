@@ -21,8 +21,9 @@ def die(code):
 
 
 def test_the_job_runs_in_another_process(tmp_path):
-    run_isolated(write_pid, tmp_path / "pid")
+    peak_mb = run_isolated(write_pid, tmp_path / "pid")
     assert int((tmp_path / "pid").read_text()) != os.getpid()
+    assert peak_mb > 1  # the child's own peak resident memory, in MiB
 
 
 def test_errors_the_cli_prints_keep_their_type_and_message():
