@@ -71,7 +71,7 @@ def _child(send, target, args, kwargs) -> None:
     from .memory import manage_allocator
 
     if os.environ.get("ACEALIGN_QUIET"):  # the parent hid the libraries' warnings: so does the child
-        from .cli import quiet_libraries
+        from .quiet import quiet_libraries
 
         quiet_libraries()
     manage_allocator()

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from ..quiet import QUIET_LIBRARIES, quiet_libraries  # noqa: F401 - the CLI's public names
 from ..survey import DataError
 
 # Sub-modules, in the order of the data flow. Each defines ``register(subparsers)``.
@@ -170,29 +171,6 @@ def _numeric(s: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-# Libraries whose warnings and progress bars a normal run hides (shown with -v).
-QUIET_LIBRARIES = r"(transformers|peft|accelerate|torch|huggingface_hub|tokenizers|vllm)(\.|$)"
-
-
-def quiet_libraries() -> None:
-    """Hide the libraries' deprecation warnings, advisory log lines and per-tensor progress bars,
-    so a run prints one progress display and its stage lines. acealign's own warnings stay."""
-    import warnings
-
-    # read by transformers / huggingface_hub when they are imported (commands import them lazily)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ["ACEALIGN_QUIET"] = "1"  # processes acealign spawns (acealign.isolate) stay quiet too
-    warnings.filterwarnings("ignore", module=QUIET_LIBRARIES)
-    if "transformers" in sys.modules:  # already imported (library use, tests)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
 
 
 def main(argv=None) -> int:
