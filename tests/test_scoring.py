@@ -313,3 +313,41 @@ def test_sentencepiece_space_tokens_do_not_continue_a_number(tiny):
     scorer = OptionScorer(model, SPStub())
     assert scorer.token_texts() == ["", "", " 0", "0", " and"]
     assert scorer.continuation_ids("1", ("1", "2")).tolist() == [3]
+
+
+def test_grouped_query_attention_without_copies_gives_the_same_values(tiny, monkeypatch):
+    """Inference passes grouped-query heads to SDPA as they are (enable_gqa), with the same values
+    as transformers' repeat-the-heads path, and leaves the environment as it found it."""
+    import os
+
+    import torch.nn.functional as F
+
+    model, tok = tiny  # 4 query heads over 2 key/value heads
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, *args, **kw):
+        calls.append((kw.get("enable_gqa", False), q.shape[1], k.shape[1]))
+        return sdpa(q, k, v, *args, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    grouped = OptionScorer(model, tok, batch_size=4).log_probs(REQUESTS)
+    assert calls and all(gqa and (qh, kh) == (4, 2) for gqa, qh, kh in calls)
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+
+    calls.clear()
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "0")  # the user's own setting wins
+    copied = OptionScorer(model, tok, batch_size=4).log_probs(REQUESTS)
+    assert calls and all(not gqa and qh == kh == 4 for gqa, qh, kh in calls)
+    for a, b in zip(grouped, copied, strict=True):
+        assert torch.equal(a, b)
+
+    # training (grad=True) keeps transformers' own choice: the same calls as with the switch off
+    calls.clear()
+    OptionScorer(model, tok, batch_size=4).log_probs(REQUESTS, grad=True)
+    switched_off = list(calls)
+    calls.clear()
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA")
+    OptionScorer(model, tok, batch_size=4).log_probs(REQUESTS, grad=True)
+    assert calls == switched_off and any(not gqa for gqa, _, _ in calls)
