@@ -18,10 +18,6 @@ import multiprocessing
 import os
 import traceback
 
-# Errors the CLI prints as one line (acealign.cli.main); they cross the process boundary with
-# their type, anything else as a ChildError naming it.
-_PASS_THROUGH = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}
-
 
 class ChildError(RuntimeError):
     """A job failed in its child process; the message names the job and the child's error."""
@@ -54,12 +50,12 @@ def run_isolated(target, *args, what: str = "job", **kwargs) -> float:
         _, kind, message, trace = outcome
         if os.environ.get("ACEALIGN_DEBUG"):
             message = f"{message}\n{trace}"
-        if kind == "DataError":
-            from .survey import DataError
+        from .survey import DataError
 
-            raise DataError(message)
-        if kind in _PASS_THROUGH:
-            raise _PASS_THROUGH[kind](message)
+        # errors the CLI prints as one line (acealign.cli.main) keep their type; others are named
+        passing = {"DataError": DataError, "ValueError": ValueError, "FileNotFoundError": FileNotFoundError}
+        if kind in passing:
+            raise passing[kind](message)
         raise ChildError(f"{what} failed in its process: {kind}: {message}")
     raise ChildError(f"{what}: its process stopped with exit code {child.exitcode}"
                      + (" (killed: out of memory?)" if child.exitcode == -9 else ""))

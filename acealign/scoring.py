@@ -250,6 +250,9 @@ def _returned_cache(out):
     return getattr(out, "cache", None) or out.past_key_values
 
 
+_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
 @contextmanager
 def _grouped_query_sdpa(on: bool):
     """Let transformers' sdpa attention pass grouped-query heads to PyTorch's SDPA as they are
@@ -270,9 +273,6 @@ def _grouped_query_sdpa(on: bool):
         yield
     finally:
         os.environ.pop(_FORCE_GQA, None)
-
-
-_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 
 
 # Fixed cost of one forward pass, in token-equivalents: a pass runs ~15 ops per layer whatever

@@ -25,11 +25,11 @@ def load(directory: Path) -> pd.DataFrame:
     return df.set_index(CELL).sort_index()
 
 
-def option_differences(ref: pd.DataFrame, got: pd.DataFrame) -> np.ndarray:
-    """|dp| of every option of every cell both tables predict."""
+def option_differences(ref: pd.DataFrame, got: pd.DataFrame) -> tuple[int, np.ndarray]:
+    """The number of cells both tables predict, and |dp| of every option of those cells."""
     shared = ref.index.intersection(got.index)
-    return np.concatenate([np.abs(np.asarray(a) - np.asarray(b))
-                           for a, b in zip(ref.loc[shared, "pred"], got.loc[shared, "pred"], strict=True)])
+    return len(shared), np.concatenate([np.abs(np.asarray(a) - np.asarray(b))
+                                        for a, b in zip(ref.loc[shared, "pred"], got.loc[shared, "pred"], strict=True)])
 
 
 def score_shifts(ref: pd.DataFrame, got: pd.DataFrame) -> dict:
@@ -69,9 +69,9 @@ def main(argv: list[str]) -> int:
         print(f"reference: {ref_dir} ({len(ref)} cells)")
     for d in others:
         got = load(d)
-        diffs = option_differences(ref, got)
+        cells, diffs = option_differences(ref, got)
         est = ", ".join(sorted(got["estimator"].dropna().unique())) if "estimator" in got else "hf:exact"
-        res = {"folder": str(d), "cells": int(len(ref.index.intersection(got.index))), "estimator": est,
+        res = {"folder": str(d), "cells": cells, "estimator": est,
                "max_abs_dp": float(diffs.max()), "mean_abs_dp": float(diffs.mean())}
         if (ref_dir / "cell_scores.csv").exists() and (d / "cell_scores.csv").exists():
             res["scores"] = score_shifts(pd.read_csv(ref_dir / "cell_scores.csv"), pd.read_csv(d / "cell_scores.csv"))
