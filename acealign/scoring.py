@@ -498,8 +498,9 @@ class OptionScorer:
         cache = None
         if L > 0:
             ids = torch.tensor([prompts[0][:L]], device=dev)
+            # only the KV cache is needed: no position goes through the LM head
             out = self.model(input_ids=ids, position_ids=torch.arange(L, device=dev)[None],
-                             use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=dev))
             cache = _returned_cache(out)
             cache.batch_repeat_interleave(B)
         # Suffixes, left-padded so every prompt ends at the last column; padding sits between the
@@ -514,8 +515,14 @@ class OptionScorer:
             ids[b, S - n :] = torch.tensor(p[L:])
             mask[b, L + S - n :] = 1
             pos[b, S - n :] = torch.arange(L, len(p))
+        # The last column as an index, not logits_to_keep=1: that slice is not contiguous, and
+        # torch.matmul runs such a 3-D input against a weight that does not require grad (the
+        # frozen LM head of every peft model) as a bmm over B copies of the weight, about twice
+        # the time of the single mm it gets otherwise. The index gives a contiguous copy: one mm,
+        # the values a model whose LM head requires grad got already.
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         use_cache=True, logits_to_keep=1, **{self._cache_kw(): cache})
+                         use_cache=True, logits_to_keep=torch.tensor([S - 1], device=dev),
+                         **{self._cache_kw(): cache})
         first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B, V)
 
         whole = self.mode == "whole"

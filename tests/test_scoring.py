@@ -351,3 +351,27 @@ def test_grouped_query_attention_without_copies_gives_the_same_values(tiny, monk
     monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA")
     OptionScorer(model, tok, batch_size=4).log_probs(REQUESTS, grad=True)
     assert calls == switched_off and any(not gqa for gqa, _, _ in calls)
+
+
+def test_lm_head_runs_only_where_needed_as_one_matmul(tiny):
+    """The shared-prefix pass sends no position through the LM head; pass 1 sends the last column
+    only, as one matmul even when the head is frozen (as in every peft model), with the values a
+    trainable head gives."""
+    model, tok = tiny
+    prefix = "A long instruction that every prompt of this batch shares word for word. "
+    reqs = [ScoringRequest(prefix + f"Question {k}?\nAnswer: ", ("1", "2", "3")) for k in range(4)]
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda m, a, out: rows.append(tuple(a[0].shape)))
+    try:
+        trainable = OptionScorer(model, tok, batch_size=4).log_probs(reqs)
+        model.lm_head.weight.requires_grad_(False)
+        with torch.profiler.profile(record_shapes=True) as prof:
+            frozen = OptionScorer(model, tok, batch_size=4).log_probs(reqs)
+    finally:
+        model.lm_head.weight.requires_grad_(True)
+        hook.remove()
+    V, H = model.config.vocab_size, model.config.hidden_size
+    batched = [e for e in prof.events() if e.name == "aten::bmm" and any(s and V in s for s in e.input_shapes)]
+    assert not batched
+    assert all(torch.equal(a, b) for a, b in zip(trainable, frozen, strict=True))
+    assert (1, 0, H) in rows and (4, 1, H) in rows  # the prefix pass, then pass 1's last column
