@@ -65,6 +65,17 @@ def _fp32_output(module, args, output):
     return output.float()
 
 
+def block_linear_layers(model) -> list:
+    """``(name, layer)`` of the linear layers mixed bf16 runs in bf16: every ``torch.nn.Linear``
+    but the LM head, also when the head is only recognisable by its tied weight."""
+    import torch
+
+    head = model.get_output_embeddings()
+    embed = model.get_input_embeddings().weight
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not head and m.weight is not embed]
+
+
 def apply_mixed_bf16(model, keep_fp32=None) -> int:
     """Cast the linear layers inside the transformer blocks to bf16, in place (their inputs are
     cast to bf16, their outputs back to fp32); keep embeddings, norms, and the LM head in fp32.
@@ -78,13 +89,9 @@ def apply_mixed_bf16(model, keep_fp32=None) -> int:
     """
     import torch
 
-    head = model.get_output_embeddings()
-    embed = model.get_input_embeddings().weight
     n = 0
-    for name, module in model.named_modules():
-        # the LM head stays fp32, also when it is only recognisable by its tied weight
-        if (isinstance(module, torch.nn.Linear) and module is not head and module.weight is not embed
-                and not (keep_fp32 and keep_fp32(name))):
+    for name, module in block_linear_layers(model):
+        if not (keep_fp32 and keep_fp32(name)):
             module.to(torch.bfloat16)
             module.register_forward_pre_hook(_to_bf16_input, with_kwargs=True)
             module.register_forward_hook(_fp32_output)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 import warnings
 
-import numpy as np
 import torch
 
 VARIANTS = {  # name -> (round weights, round inputs, round outputs, output rounding only in these layers)
@@ -47,19 +45,13 @@ def _bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).float()
 
 
-def block_linears(model):
-    """(name, module) of the linear layers mixed bf16 runs in bf16: all but the LM head."""
-    head = model.get_output_embeddings()
-    embed = model.get_input_embeddings().weight
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m is not head and m.weight is not embed]
-
-
 def round_linears(m, weights: bool, inputs: bool, outputs: bool, output_kinds=None) -> int:
     """In place: the block linear layers of the fp32 model ``m`` round their weights, inputs and/or
     outputs to bf16 (and back), computing in fp32. ``output_kinds``: layer names (``q_proj``...)
     whose outputs are rounded; None rounds every block layer's output. Returns the layer count."""
-    layers = block_linears(m)
+    from acealign.precision import block_linear_layers
+
+    layers = block_linear_layers(m)
     for name, layer in layers:
         if weights:
             with torch.no_grad():
@@ -120,32 +112,17 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=None, help="comma-separated; default: mixed and all above")
     args = ap.parse_args(argv)
 
-    from bench_scoring import build_requests, cell_scores
-
-    from acealign.models import load_model
-    from acealign.precision import apply_mixed_bf16
-    from acealign.scoring import OptionScorer
+    from bf16_placement import fp32_baseline, mixed_copy, report_variant
 
     warnings.simplefilter("ignore")
-    m32, tok = load_model("default", dtype="float32")
-    reqs, cells = build_requests(args.prompts, args.seed, tok, "grid", args.template)
-    s32 = cell_scores(OptionScorer(m32, tok, batch_size=args.batch_size).distributions(reqs), cells)
-    gran = np.array([c.persona.granularity for c in cells])
-    print(f"{cells[0].persona.country}, {len(cells)} cells, template {args.template}, seed {args.seed}")
+    m32, tok, reqs, cells, s32, gran = fp32_baseline(args.prompts, args.seed, args.template, args.batch_size)
     names = args.variants.split(",") if args.variants else ["mixed", *VARIANTS]
     for name in names:
-        if name == "mixed":
-            model = copy.deepcopy(m32)
-            apply_mixed_bf16(model)
+        if name == "mixed":  # acealign's scheme itself
+            model = mixed_copy(m32, lambda layer, kind: False)
         else:
             model = rounded_copy(m32, *VARIANTS[name])
-        t0 = time.perf_counter()
-        s = cell_scores(OptionScorer(model, tok, batch_size=args.batch_size).distributions(reqs), cells)
-        d = np.abs(s - s32)
-        by_g = " ".join(f"G{g} {100 * (s[gran == g].mean() - s32[gran == g].mean()):+.3f}"
-                        for g in sorted(set(gran)))
-        print(f"{name:19s} mean |dS| {d.mean():.5f} (max {d.max():.4f}); S x100 shift {by_g} "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        report_variant(name, model, tok, reqs, cells, s32, gran, args.batch_size, width=19)
         del model
     return 0
 

@@ -51,6 +51,33 @@ def mixed_copy(model, keep):
     return m
 
 
+def fp32_baseline(prompts: int, seed: int, template: str, batch_size: int = 16):
+    """The fp32 default model and tokenizer, N real requests with their cells, the fp32 engine's
+    cell scores and each cell's G; prints the header line."""
+    from acealign.models import load_model
+    from acealign.scoring import OptionScorer
+
+    m32, tok = load_model("default", dtype="float32")
+    reqs, cells = build_requests(prompts, seed, tok, "grid", template)
+    s32 = cell_scores(OptionScorer(m32, tok, batch_size=batch_size).distributions(reqs), cells)
+    gran = np.array([c.persona.granularity for c in cells])
+    print(f"{cells[0].persona.country}, {len(cells)} cells, template {template}, seed {seed}")
+    return m32, tok, reqs, cells, s32, gran
+
+
+def report_variant(name: str, model, tok, reqs, cells, s32, gran, batch_size: int = 16, width: int = 11):
+    """Scores ``model`` on the requests and prints its mean and max per-cell |dS| against the fp32
+    scores ``s32`` and its mean S x100 shift per G."""
+    from acealign.scoring import OptionScorer
+
+    t0 = time.perf_counter()
+    s = cell_scores(OptionScorer(model, tok, batch_size=batch_size).distributions(reqs), cells)
+    d = np.abs(s - s32)
+    by_g = " ".join(f"G{g} {100 * (s[gran == g].mean() - s32[gran == g].mean()):+.3f}" for g in sorted(set(gran)))
+    print(f"{name:{width}s} mean |dS| {d.mean():.5f} (max {d.max():.4f}); S x100 shift {by_g} "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=160)
@@ -59,24 +86,12 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=None)
     args = ap.parse_args(argv)
 
-    from acealign.models import load_model
-    from acealign.scoring import OptionScorer
-
     warnings.simplefilter("ignore")
-    m32, tok = load_model("default", dtype="float32")
-    reqs, cells = build_requests(args.prompts, args.seed, tok, "grid", args.template)
-    s32 = cell_scores(OptionScorer(m32, tok, batch_size=16).distributions(reqs), cells)
-    gran = np.array([c.persona.granularity for c in cells])
-    print(f"{cells[0].persona.country}, {len(cells)} cells, template {args.template}, seed {args.seed}")
+    m32, tok, reqs, cells, s32, gran = fp32_baseline(args.prompts, args.seed, args.template)
     table = variants(m32.config.num_hidden_layers)
     for name in args.variants.split(",") if args.variants else table:
         model = mixed_copy(m32, table[name])
-        t0 = time.perf_counter()
-        s16 = cell_scores(OptionScorer(model, tok, batch_size=16).distributions(reqs), cells)
-        d = np.abs(s16 - s32)
-        by_g = " ".join(f"G{g} {100 * (s16[gran == g].mean() - s32[gran == g].mean()):+.3f}" for g in sorted(set(gran)))
-        print(f"{name:11s} mean |dS| {d.mean():.5f} (max {d.max():.4f}); S x100 shift {by_g} "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        report_variant(name, model, tok, reqs, cells, s32, gran)
         del model
     return 0
 

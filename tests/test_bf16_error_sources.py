@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from acealign.precision import block_linear_layers
 from acealign.testing import tiny_model
 
 _bench = Path(__file__).parents[1] / "benchmarks"
@@ -41,7 +42,7 @@ def test_weights_and_inputs_rounded_products_in_fp32():
     model = tiny_model(40)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sim = sources.rounded_copy(model, weights=True, inputs=True, outputs=False)
-    for name, layer in sources.block_linears(sim):
+    for name, layer in block_linear_layers(sim):
         assert _bf16_exact(layer.weight), name
     x, y, w = _layer_io(sim, "model.layers.1.mlp.down_proj", IDS)
     # the layer is given an unrounded input; the product uses its bf16 rounding, in fp32
